@@ -1,0 +1,134 @@
+"""Simple perturbation baselines that deep models must beat.
+
+Each baseline predicts a perturbed cell as a source (control) cell's log-normalised expression
+plus a change ``δ_p``; they differ in ``δ_p``. Ahlmann-Eltze, Huber & Anders (Nature Methods
+2025) show that such baselines match or beat published deep models on standard benchmarks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from scjepa.data._perturbations import parse_perturbation, unknown_perturbation_message
+from scjepa.data._prediction import prediction_anndata
+from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
+
+
+class PerturbationBaseline:
+    """Shared ``fit`` / ``predict_perturbation`` of the delta baselines.
+
+    Parameters
+    ----------
+    perturbation_key
+        ``obs`` column of perturbation labels.
+    control_value
+        Label of control cells.
+    delimiter
+        Separator of combination members.
+    layer
+        Layer of raw counts (normalised with ``normalize_total`` + ``log1p``); ``None`` takes
+        ``X`` as log-normalised already.
+    """
+
+    name = "baseline"
+
+    def __init__(
+        self,
+        perturbation_key: str = "perturbation",
+        control_value: str = "control",
+        delimiter: str = "+",
+        layer: str | None = "counts",
+    ):
+        self.perturbation_key = perturbation_key
+        self.control_value = control_value
+        self.delimiter = delimiter
+        self.layer = layer
+        self.deltas_: dict[str, np.ndarray] | None = None
+
+    def fit(self, adata: AnnData) -> PerturbationBaseline:
+        """Learn the mean change of every training perturbation from control."""
+        means = perturbation_means(adata, self.perturbation_key, self.layer)
+        if self.control_value not in means.index:
+            raise ValueError(f"No control cells labelled {self.control_value!r} in the training data.")
+        control = means.loc[self.control_value].to_numpy()
+        self.var_names_ = adata.var_names.copy()
+        self.deltas_ = {
+            label: row.to_numpy() - control
+            for label, row in means.iterrows()
+            if label != self.control_value
+        }
+        self.members_ = {label: self._parse(label) for label in self.deltas_}
+        return self
+
+    def _parse(self, label: str) -> tuple[str, ...]:
+        return parse_perturbation(label, self.control_value, self.delimiter)
+
+    def delta(self, perturbation: str) -> np.ndarray:
+        """Predicted change of mean log-normalised expression under ``perturbation``."""
+        raise NotImplementedError
+
+    def predict_perturbation(
+        self,
+        perturbations: str | Sequence[str],
+        adata: AnnData,
+        indices: Sequence[int] | None = None,
+    ) -> AnnData:
+        """Predict cells under perturbations, in the layout of ``BioJEPA.predict_perturbation``."""
+        if self.deltas_ is None:
+            raise RuntimeError(f"Call `fit` before predicting with {type(self).__name__}.")
+        names = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+        if not np.array_equal(np.asarray(adata.var_names), np.asarray(self.var_names_)):
+            raise ValueError("The source cells' genes differ from the training genes.")
+        deltas = np.stack([self.delta(name) for name in names])
+        source_index = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        source = log_normalized_matrix(adata[source_index], self.layer)
+        source = source.toarray() if sparse.issparse(source) else np.asarray(source)
+        expression = (deltas[:, None, :] + source[None, :, :]).reshape(-1, adata.n_vars)
+        return prediction_anndata(
+            adata, source_index, names, np.maximum(expression, 0.0),
+            perturbation_key=self.perturbation_key, method=self.name,
+        )
+
+
+class NoChangeBaseline(PerturbationBaseline):
+    """Predicts that a perturbation changes nothing: perturbed cells look like controls."""
+
+    name = "no_change"
+
+    def delta(self, perturbation: str) -> np.ndarray:
+        """Zero change."""
+        return np.zeros(len(self.var_names_))
+
+
+class MeanPerturbationBaseline(PerturbationBaseline):
+    """Predicts for any perturbation the average change of all training perturbations."""
+
+    name = "mean_perturbation"
+
+    def delta(self, perturbation: str) -> np.ndarray:
+        """The mean of the training perturbations' changes."""
+        if not self.deltas_:
+            raise ValueError("No perturbed cells in the training data.")
+        return np.mean(np.stack(list(self.deltas_.values())), axis=0)
+
+
+class AdditiveBaseline(PerturbationBaseline):
+    """Predicts a combination as the sum of the changes of its members measured alone."""
+
+    name = "additive"
+
+    def delta(self, perturbation: str) -> np.ndarray:
+        """Sum of the single-member changes."""
+        singles = {m[0]: label for label, m in self.members_.items() if len(m) == 1}
+        members = self._parse(perturbation)
+        missing = [m for m in members if m not in singles]
+        if missing:
+            raise KeyError(
+                "The additive baseline needs every member measured alone in training. "
+                + unknown_perturbation_message(missing, list(singles))
+            )
+        return np.sum([self.deltas_[singles[m]] for m in members], axis=0)

@@ -1,0 +1,43 @@
+"""Mean log-normalised expression per perturbation, the input of every delta metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from scjepa.data._features import log_normalize
+
+
+def log_normalized_matrix(adata: AnnData, layer: str | None = None) -> np.ndarray | sparse.spmatrix:
+    """Log-normalised expression of ``adata``.
+
+    With ``layer`` (raw counts) the counts are normalised (``normalize_total`` to 1e4 + ``log1p``);
+    with ``layer=None``, ``adata.X`` is taken as already log-normalised, which holds for the
+    predictions of scjepa models and baselines (``uns["scjepa"]["X"] == "log1p_normalized"``).
+    """
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(f"Layer {layer!r} not found in `adata.layers`.")
+    return log_normalize(adata.layers[layer])
+
+
+def perturbation_means(
+    adata: AnnData, perturbation_key: str = "perturbation", layer: str | None = None
+) -> pd.DataFrame:
+    """Mean log-normalised expression of each perturbation (rows) over genes (columns)."""
+    if perturbation_key not in adata.obs:
+        raise KeyError(f"Perturbation column {perturbation_key!r} not found in `adata.obs`.")
+    matrix = log_normalized_matrix(adata, layer)
+    labels = adata.obs[perturbation_key].astype(str).to_numpy()
+    names = list(dict.fromkeys(labels))
+    codes = pd.Categorical(labels, categories=names).codes
+    indicator = sparse.csr_matrix(
+        (np.ones(len(labels)), (codes, np.arange(len(labels)))), shape=(len(names), len(labels))
+    )
+    sums = indicator @ matrix
+    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+    counts = np.bincount(codes, minlength=len(names))[:, None]
+    return pd.DataFrame(sums / counts, index=names, columns=adata.var_names)

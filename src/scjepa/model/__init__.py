@@ -1,0 +1,5 @@
+"""User-facing models."""
+
+from scjepa.model._biojepa import BioJEPA
+
+__all__ = ["BioJEPA"]

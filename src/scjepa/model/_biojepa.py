@@ -1,0 +1,667 @@
+"""BioJEPA: the user-facing scvi-tools model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+from scvi import REGISTRY_KEYS, settings
+from scvi.data import AnnDataManager
+from scvi.data.fields import (
+    CategoricalObsField,
+    LayerField,
+    NumericalObsField,
+)
+from scvi.model._utils import parse_device_args
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.utils import setup_anndata_dsp
+
+from scjepa._constants import NORMALIZATION_TARGET_SUM, SCJEPA_KEYS
+from scjepa.data._features import (
+    gene_features_from_expression,
+    log_normalize,
+    validate_feature_table,
+)
+from scjepa.data._perturbations import members_to_index
+from scjepa.data._prediction import prediction_anndata
+from scjepa.data._sampling import control_code
+from scjepa.data._splitter import PerturbationDataSplitter
+from scjepa.data._validation import (
+    get_layer,
+    validate_counts,
+    validate_numeric_obs,
+    validate_obs_column,
+)
+from scjepa.model._serialization import ADATA_FILE, MODEL_FILE, read_model_file, write_model_file
+from scjepa.module import BioJEPAModule
+from scjepa.module._normalize import library_size
+from scjepa.train import JEPATrainingPlan
+
+logger = logging.getLogger(__name__)
+
+_EXPRESSION_MODES = ("sample", "mean")
+
+
+class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
+    """Joint Embedding Predictive Architecture for single-cell data.
+
+    BioJEPA learns cell embeddings by predicting, in embedding space, what a cell looks like when
+    part of it is hidden (masked genes) and what control cells become under a perturbation. A
+    decoder head turns predicted embeddings back into expression, so the model predicts the
+    transcriptome of cells under perturbations never measured, including unseen genes and
+    combinations.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Embedding dimension.
+    n_hidden
+        Hidden width of the encoder.
+    n_layers
+        Hidden layers of the encoder.
+    dropout
+        Encoder dropout.
+    perturbation_features
+        Optional DataFrame indexed by perturbation member name (gene, drug, ...) with one numeric
+        feature vector per row, e.g. gene embeddings or drug fingerprints. Every member of every
+        perturbation in the data must have a row. By default each measured gene is described by
+        its loadings on the main axes of expression variation (see
+        :func:`scjepa.data.gene_features_from_expression`), so any measured gene can be predicted.
+    n_perturbation_features
+        Number of expression axes in the default features.
+    **module_kwargs
+        Passed to :class:`~scjepa.module.BioJEPAModule` (``mask_ratio``, loss weights, predictor
+        sizes, ...).
+
+    Examples
+    --------
+    >>> adata = scjepa.datasets.perturbseq_demo()
+    >>> scjepa.BioJEPA.setup_anndata(adata, layer="counts", perturbation_key="perturbation",
+    ...                              batch_key="batch", labels_key="cell_type")
+    >>> model = scjepa.BioJEPA(adata)
+    >>> model.train()
+    >>> adata.obsm["X_biojepa"] = model.get_latent_representation()
+    >>> pred = model.predict_perturbation(["G1+G2"], adata=adata[adata.obs.perturbation == "control"])
+    """
+
+    _module_cls = BioJEPAModule
+    _training_plan_cls = JEPATrainingPlan
+    _data_splitter_cls = PerturbationDataSplitter
+
+    def __init__(
+        self,
+        adata: AnnData,
+        n_latent: int = 128,
+        n_hidden: int = 512,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        perturbation_features: pd.DataFrame | None = None,
+        n_perturbation_features: int = 32,
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        self._check_var_names_unique(adata)
+        self.perturbation_vocabulary_: list[str] | None = None
+        features, members, ctrl = None, None, None
+        if SCJEPA_KEYS.PERTURBATION_KEY in self.adata_manager.data_registry:
+            table = self._perturbation_feature_table(perturbation_features, n_perturbation_features)
+            self.perturbation_vocabulary_ = [str(name) for name in table.index]
+            categories = self.adata_manager.get_state_registry(
+                SCJEPA_KEYS.PERTURBATION_KEY
+            ).categorical_mapping
+            members = torch.as_tensor(self._members(list(categories)))
+            features = torch.as_tensor(table.to_numpy(dtype=np.float32))
+            ctrl = control_code(self.adata_manager)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_batch=self.summary_stats.n_batch,
+            n_labels=self.summary_stats.n_labels,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            dropout=dropout,
+            perturbation_features=features,
+            perturbation_members=members,
+            control_code=ctrl,
+            use_dose=SCJEPA_KEYS.DOSE_KEY in self.adata_manager.data_registry,
+            **module_kwargs,
+        )
+        n_seen = 0 if members is None else len(members) - 1
+        self._model_summary_string = (
+            f"BioJEPA with n_latent: {n_latent}, n_hidden: {n_hidden}, n_layers: {n_layers}, "
+            f"perturbation categories: {n_seen}, perturbable entities: "
+            f"{0 if features is None else len(features)}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------------------- set-up
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        perturbation_key: str | None = None,
+        control_value: str = "control",
+        perturbation_delimiter: str = "+",
+        dose_key: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        time_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """Register an AnnData of raw counts with BioJEPA.
+
+        Everything is checked before anything is written into ``adata``.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        layer
+            Layer holding raw integer counts; ``None`` uses ``adata.X``.
+        perturbation_key
+            ``obs`` column with the perturbation of each cell, e.g. ``"KLF1"`` or ``"KLF1+MAP2K6"``.
+        control_value
+            Label of unperturbed cells in that column.
+        perturbation_delimiter
+            Separator between members of a combination.
+        dose_key
+            Optional numeric ``obs`` column with the dose (controls: any value, e.g. 0).
+        %(param_batch_key)s
+        %(param_labels_key)s
+        time_key
+            Optional numeric ``obs`` column with sampling times; validated and registered (the
+            current objectives do not use it).
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        validate_counts(adata, layer)
+        for key, what in [
+            (perturbation_key, "Perturbation"),
+            (dose_key, "Dose"),
+            (batch_key, "Batch"),
+            (labels_key, "Labels"),
+            (time_key, "Time"),
+        ]:
+            validate_obs_column(adata, key, what)
+        if (dose_key is not None or perturbation_delimiter != "+") and perturbation_key is None:
+            raise ValueError("`dose_key` and `perturbation_delimiter` need a `perturbation_key`.")
+        if dose_key is not None:
+            validate_numeric_obs(adata, dose_key, "Dose")
+        if time_key is not None:
+            validate_numeric_obs(adata, time_key, "Time")
+            if adata.obs[time_key].nunique() < 2:
+                raise ValueError(f"Time column {time_key!r} has a single time point.")
+        if perturbation_key is not None:
+            labels = adata.obs[perturbation_key]
+            if labels.isna().any():
+                raise ValueError(
+                    f"Perturbation column {perturbation_key!r} has missing values; label "
+                    f"unperturbed cells {control_value!r}."
+                )
+            training_setup = "source_registry" not in kwargs
+            if training_setup and not (labels.astype(str) == control_value).any():
+                examples = labels.astype(str).value_counts().index[:5].tolist()
+                raise ValueError(
+                    f"No control cells: no value of {perturbation_key!r} equals "
+                    f"control_value={control_value!r} (most common values: {examples}). "
+                    "Pass the label of unperturbed cells as `control_value=`."
+                )
+
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        ]
+        if perturbation_key is not None:
+            fields.append(CategoricalObsField(SCJEPA_KEYS.PERTURBATION_KEY, perturbation_key))
+        if dose_key is not None:
+            fields.append(NumericalObsField(SCJEPA_KEYS.DOSE_KEY, dose_key))
+        if time_key is not None:
+            fields.append(NumericalObsField(SCJEPA_KEYS.TIME_KEY, time_key))
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @property
+    def _setup_args(self) -> dict:
+        return self.adata_manager.registry["setup_args"]
+
+    def _perturbation_feature_table(
+        self, features: pd.DataFrame | None, n_components: int
+    ) -> pd.DataFrame:
+        if features is not None:
+            return validate_feature_table(features)
+        counts = get_layer(self.adata, self._setup_args["layer"])
+        return gene_features_from_expression(
+            counts, self.adata.var_names, n_components=n_components, seed=settings.seed or 0
+        )
+
+    def _members(self, labels: Sequence[str]) -> np.ndarray:
+        return members_to_index(
+            labels,
+            self.perturbation_vocabulary_,
+            control_value=self._setup_args["control_value"],
+            delimiter=self._setup_args["perturbation_delimiter"],
+        )
+
+    # ------------------------------------------------------------------------------ checks
+    @staticmethod
+    def _check_var_names_unique(adata: AnnData) -> None:
+        if not adata.var_names.is_unique:
+            raise ValueError("`adata.var_names` must be unique; run `adata.var_names_make_unique()`.")
+
+    @property
+    def _training_var_names(self) -> np.ndarray:
+        return np.asarray(
+            self.registry_["field_registries"][REGISTRY_KEYS.X_KEY]["state_registry"][
+                "column_names"
+            ]
+        )
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        if adata is not None:
+            if adata.n_obs == 0:
+                raise ValueError("The AnnData has no cells.")
+            expected = self._training_var_names
+            if adata.n_vars != len(expected) or not np.array_equal(
+                np.asarray(adata.var_names), expected
+            ):
+                missing = np.setdiff1d(expected, np.asarray(adata.var_names))[:5].tolist()
+                raise ValueError(
+                    f"The AnnData's genes differ from the model's ({adata.n_vars} vs "
+                    f"{len(expected)} genes; missing e.g. {missing}). Subset and order them as in "
+                    "training: `adata = adata[:, model.adata.var_names]` (genes absent from the "
+                    "data must be added as zero counts)."
+                )
+        return super()._validate_anndata(adata, copy_if_view=copy_if_view)
+
+    # ------------------------------------------------------------------------------ training
+    def train(
+        self,
+        max_epochs: int | None = None,
+        batch_size: int = 256,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        early_stopping: bool = False,
+        n_perturbations_per_batch: int = 8,
+        plan_kwargs: dict | None = None,
+        datasplitter_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train the model.
+
+        Minibatches hold control and perturbed cells of one stratum (see
+        :class:`~scjepa.data.StratifiedPerturbationSampler`); sparse counts stay sparse.
+        ``model.history`` then holds every loss term and the collapse diagnostics per epoch
+        (``<name>_train`` / ``<name>_validation``): ``embedding_std_mean``, ``embedding_std_min``,
+        ``effective_rank``, ``delta_cosine_between_perturbations`` and more.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of passes over the data; by default about 4,000 optimiser steps, between 20 and
+            400 epochs.
+        batch_size
+            Cells per minibatch.
+        accelerator, devices
+            Passed to Lightning, as in scvi-tools (``"auto"`` picks a GPU when there is one).
+        train_size, validation_size
+            Fractions of cells for training and validation (default 0.9 / 0.1).
+        early_stopping
+            Stop when ``validation_loss`` stops improving (patience via
+            ``early_stopping_patience=``).
+        n_perturbations_per_batch
+            Distinct perturbations per minibatch.
+        plan_kwargs
+            Passed to :class:`~scjepa.train.JEPATrainingPlan` (``lr``, ``ema_momentum_start``, ...).
+        datasplitter_kwargs
+            Passed to :class:`~scjepa.data.PerturbationDataSplitter`.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer`.
+        """
+        if max_epochs is None:
+            steps_per_epoch = max(1, int(np.ceil(self.adata.n_obs * 0.9 / batch_size)))
+            max_epochs = int(np.clip(round(4000 / steps_per_epoch), 20, 400))
+        datasplitter_kwargs = {
+            "n_groups": n_perturbations_per_batch,
+            "seed": settings.seed or 0,
+            **(datasplitter_kwargs or {}),
+        }
+        trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        layer = get_layer(self.adata, self._setup_args["layer"])
+        return super().train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            train_size=train_size,
+            validation_size=validation_size,
+            load_sparse_tensor=_is_sparse_matrix(layer),
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            datasplitter_kwargs=datasplitter_kwargs,
+            plan_kwargs=plan_kwargs,
+            **trainer_kwargs,
+        )
+
+    # ---------------------------------------------------------------------------- embeddings
+    def _loader(self, adata: AnnData, indices, batch_size):
+        return self._make_data_loader(
+            adata=adata,
+            indices=indices,
+            batch_size=batch_size,
+            load_sparse_tensor=_is_sparse_matrix(get_layer(adata, self._setup_args["layer"])),
+        )
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Embed cells with the target encoder.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes; ``None`` uses the training data.
+        indices
+            Cells to embed; ``None`` embeds all.
+        batch_size
+            Minibatch size for inference.
+
+        Returns
+        -------
+        Array ``(n_cells, n_latent)``; store it as ``adata.obsm["X_biojepa"]`` for scanpy.
+        """
+        self._check_if_trained(warn=True)
+        adata = self._validate_anndata(adata)
+        self.module.eval()
+        chunks = [
+            self.module.embed(tensors[REGISTRY_KEYS.X_KEY]).cpu()
+            for tensors in self._loader(adata, indices, batch_size)
+        ]
+        return torch.cat(chunks).numpy()
+
+    # ---------------------------------------------------------------------------- prediction
+    @torch.inference_mode()
+    def predict_perturbation(
+        self,
+        perturbations: str | Sequence[str],
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+        dose: float | None = None,
+        expression: str = "sample",
+        seed: int = 0,
+    ) -> AnnData:
+        """Predict the expression of cells under perturbations.
+
+        Each source cell (typically a control cell) is embedded, moved by the predictor under each
+        perturbation, and decoded with the source cell's batch and library size.
+
+        Parameters
+        ----------
+        perturbations
+            Perturbation labels, e.g. ``"KLF1"``, ``"KLF1+MAP2K6"``. Combinations of members seen
+            alone work; members never perturbed in training work if they have features (by
+            default, any measured gene).
+        adata
+            Source cells; ``None`` uses the training data's control cells.
+        indices
+            Subset of ``adata`` to use as source cells.
+        batch_size
+            Minibatch size for inference.
+        key_added
+            If given, predicted embeddings are also written to ``adata.obsm[key_added]`` (one
+            perturbation) or ``adata.obsm[f"{key_added}_{perturbation}"]``; cells outside
+            ``indices`` get NaN.
+        dose
+            Dose of every predicted perturbation; needed when the model was set up with a dose.
+        expression
+            ``"sample"``: counts drawn from the decoder's negative binomial, stored in
+            ``layers["counts"]``, and ``X`` their log-normalised values, distributed like measured
+            cells after ``normalize_total`` + ``log1p``. ``"mean"``: ``X`` is ``log1p`` of the
+            expected normalised expression (no sampling noise; no counts layer).
+        seed
+            Seed of the sampling, so predictions are reproducible.
+
+        Returns
+        -------
+        AnnData with one row per (source cell, perturbation): ``obs["perturbation"]``,
+        ``obs["source_cell"]`` and the source cells' ``obs`` columns; the model's genes as ``var``;
+        predicted embeddings in ``obsm["X_biojepa"]``; ``uns["scjepa"]`` says what ``X`` holds.
+        """
+        self._check_if_trained(warn=True)
+        if self.module.perturbation_encoder is None:
+            raise ValueError(
+                "This model was set up without `perturbation_key`; it cannot predict perturbations."
+            )
+        if expression not in _EXPRESSION_MODES:
+            raise ValueError(f"`expression` must be one of {_EXPRESSION_MODES}, got {expression!r}.")
+        names = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+        if not names:
+            raise ValueError("`perturbations` is empty.")
+        members = torch.as_tensor(self._members(names))
+        dose_tensor = self._dose_tensor(dose)
+        if adata is None:
+            adata = self.adata
+            if indices is None:
+                perturbation_column = self._setup_args["perturbation_key"]
+                indices = np.flatnonzero(
+                    adata.obs[perturbation_column].astype(str) == self._setup_args["control_value"]
+                )
+        adata = self._validate_anndata(adata)
+        source_index = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if source_index.size == 0:
+            raise ValueError("No source cells to predict from.")
+
+        rng = np.random.default_rng(seed)
+        embeddings, values, counts = [], [], []
+        self.module.eval()
+        for tensors in self._loader(adata, source_index, batch_size):
+            x = tensors[REGISTRY_KEYS.X_KEY]
+            batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+            library = _library(x)
+            n = x.shape[0]
+            rows_z, rows_x, rows_c = [], [], []
+            for p in range(len(names)):
+                z = self.module.predict_perturbed(
+                    x, members[p].expand(n, -1), None if dose_tensor is None else dose_tensor.expand(n)
+                )
+                scale = self.module.decode(z, batch_index).cpu().numpy()
+                rows_z.append(z.cpu().numpy())
+                if expression == "sample":
+                    sampled = _sample_negative_binomial(
+                        scale * library[:, None], self.module.decoder.log_theta.exp().cpu().numpy(), rng
+                    )
+                    rows_c.append(sampled)
+                    rows_x.append(log_normalize(sampled))
+                else:
+                    rows_x.append(np.log1p(scale * NORMALIZATION_TARGET_SUM))
+            # order rows perturbation-major within a minibatch, then reorder globally below
+            embeddings.append(np.stack(rows_z, axis=1))
+            values.append(np.stack(rows_x, axis=1))
+            if rows_c:
+                counts.append(np.stack(rows_c, axis=1))
+
+        n_src, n_pert = len(source_index), len(names)
+        # (cells, perturbations, dims) -> rows grouped by perturbation, cells in source order
+        z_all = np.concatenate(embeddings).transpose(1, 0, 2).reshape(n_pert * n_src, -1)
+        x_all = np.concatenate(values).transpose(1, 0, 2).reshape(n_pert * n_src, -1)
+        c_all = None
+        if counts:
+            c_all = np.concatenate(counts).transpose(1, 0, 2).reshape(n_pert * n_src, -1)
+        predicted = prediction_anndata(
+            adata,
+            source_index,
+            names,
+            x_all,
+            perturbation_key=self._setup_args["perturbation_key"],
+            embeddings=z_all,
+            counts=c_all,
+            expression=expression,
+            dose=dose,
+        )
+        if key_added is not None:
+            self._write_predicted_embeddings(adata, source_index, names, z_all, key_added)
+        return predicted
+
+    def _dose_tensor(self, dose: float | None) -> torch.Tensor | None:
+        if not self.module.use_dose:
+            if dose is not None:
+                raise ValueError("This model was set up without `dose_key`; do not pass `dose`.")
+            return None
+        if dose is None:
+            raise ValueError("This model was set up with doses; pass `dose=` for the prediction.")
+        if not np.isfinite(dose) or dose < 0:
+            raise ValueError(f"`dose` must be a finite non-negative number, got {dose}.")
+        return torch.tensor([float(dose)])
+
+    @staticmethod
+    def _write_predicted_embeddings(
+        adata: AnnData, source_index: np.ndarray, names: list[str], z_all: np.ndarray, key: str
+    ) -> None:
+        n_src = len(source_index)
+        for p, name in enumerate(names):
+            full = np.full((adata.n_obs, z_all.shape[1]), np.nan, dtype=np.float32)
+            full[source_index] = z_all[p * n_src : (p + 1) * n_src]
+            adata.obsm[key if len(names) == 1 else f"{key}_{name}"] = full
+
+    # ---------------------------------------------------------------------------- save / load
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **anndata_write_kwargs,
+    ) -> None:
+        """Save the model to ``dir_path`` in a format that loads without unpickling.
+
+        Parameters
+        ----------
+        dir_path
+            Directory to create (or overwrite with ``overwrite=True``).
+        prefix
+            Prefix of the file names.
+        overwrite
+            Overwrite an existing directory.
+        save_anndata
+            Also write the training AnnData (as ``adata.h5ad``).
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write_h5ad`.
+        """
+        if os.path.exists(dir_path) and not overwrite:
+            raise ValueError(f"{dir_path} already exists; pass `overwrite=True` or another path.")
+        os.makedirs(dir_path, exist_ok=True)
+        prefix = prefix or ""
+        if save_anndata:
+            self.adata.write_h5ad(os.path.join(dir_path, f"{prefix}{ADATA_FILE}"), **anndata_write_kwargs)
+        attributes = {name: value for name, value in self._get_user_attributes() if name.endswith("_")}
+        init_params = attributes["init_params_"]
+        # the feature table is restored from the module's weights; no need to keep it twice
+        init_params["non_kwargs"] = {**init_params["non_kwargs"], "perturbation_features": None}
+        write_model_file(
+            os.path.join(dir_path, f"{prefix}{MODEL_FILE}"),
+            self.module.state_dict(),
+            self._training_var_names,
+            attributes,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+    ) -> BioJEPA:
+        """Load a model saved with :meth:`save`.
+
+        Parameters
+        ----------
+        dir_path
+            Directory the model was saved to.
+        adata
+            AnnData with the same genes as in training; it is set up with the saved arguments.
+            ``None`` reads the AnnData saved with the model (``save_anndata=True``).
+        accelerator, device
+            Where to put the model, as in scvi-tools.
+        prefix
+            Prefix used when saving.
+
+        Returns
+        -------
+        The model, in evaluation mode, giving the same embeddings and predictions as when saved.
+        """
+        prefix = prefix or ""
+        state_dict, var_names, attributes = read_model_file(os.path.join(dir_path, f"{prefix}{MODEL_FILE}"))
+        if adata is None:
+            adata_path = os.path.join(dir_path, f"{prefix}{ADATA_FILE}")
+            if not os.path.exists(adata_path):
+                raise ValueError(
+                    "No AnnData was saved with this model; pass the training data as `adata=`."
+                )
+            import anndata
+
+            adata = anndata.read_h5ad(adata_path)
+        registry = attributes.pop("registry_")
+        if registry.get("model_name") not in (None, cls.__name__):
+            raise ValueError(
+                f"This directory holds a {registry['model_name']} model, not a {cls.__name__}."
+            )
+        if adata.n_vars != len(var_names) or not np.array_equal(
+            np.asarray(adata.var_names, dtype=object), var_names
+        ):
+            raise ValueError(
+                "The AnnData's genes differ from those the model was trained on; subset and order "
+                "them as in training: `adata = adata[:, saved_var_names]`."
+            )
+        cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
+        init_params = attributes.pop("init_params_")
+        kwargs = {k: v for group in init_params["kwargs"].values() for k, v in group.items()}
+        non_kwargs = dict(init_params["non_kwargs"])
+        if "perturbation_encoder.features" in state_dict:
+            non_kwargs["perturbation_features"] = pd.DataFrame(
+                state_dict["perturbation_encoder.features"].numpy(),
+                index=attributes["perturbation_vocabulary_"],
+            )
+        model = cls(adata, **non_kwargs, **kwargs)
+        for name, value in attributes.items():
+            setattr(model, name, value)
+        model.module.load_state_dict(state_dict)
+        _, _, torch_device = parse_device_args(
+            accelerator=accelerator, devices=device, return_device="torch",
+            validate_single_device=True,
+        )
+        model.to_device(torch_device)
+        model.module.eval()
+        return model
+
+
+def _is_sparse_matrix(matrix) -> bool:
+    return sparse.issparse(matrix) or type(matrix).__name__ in {"CSRDataset", "CSCDataset"}
+
+
+def _library(x: torch.Tensor) -> np.ndarray:
+    return library_size(x).cpu().numpy()
+
+
+def _sample_negative_binomial(mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gamma–Poisson draws with the given means and inverse dispersions."""
+    rate = rng.gamma(shape=theta, scale=np.maximum(mean, 1e-8) / theta)
+    return rng.poisson(rate).astype(np.float32)
