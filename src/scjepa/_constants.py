@@ -1,6 +1,7 @@
 """Registry keys and defaults shared across scjepa.
 
-``scvi.REGISTRY_KEYS`` is a ``NamedTuple`` and cannot be extended, so scjepa keeps its own keys here.
+``scvi.REGISTRY_KEYS`` is a ``NamedTuple`` and cannot be extended, so scjepa keeps its own
+keys here.
 """
 
 from typing import NamedTuple
@@ -18,4 +19,4 @@ LATENT_OBSM_KEY = "X_biojepa"
 """Default ``obsm`` key for embeddings, observed or predicted."""
 
 NORMALIZATION_TARGET_SUM = 1e4
-"""Library size that counts are scaled to before ``log1p`` (scanpy's ``normalize_total`` default)."""
+"""Library size counts are scaled to before ``log1p`` (scanpy's ``normalize_total`` default)."""

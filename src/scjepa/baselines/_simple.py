@@ -53,7 +53,9 @@ class PerturbationBaseline:
         """Learn the mean change of every training perturbation from control."""
         means = perturbation_means(adata, self.perturbation_key, self.layer)
         if self.control_value not in means.index:
-            raise ValueError(f"No control cells labelled {self.control_value!r} in the training data.")
+            raise ValueError(
+                f"No control cells labelled {self.control_value!r} in the training data."
+            )
         control = means.loc[self.control_value].to_numpy()
         self.var_names_ = adata.var_names.copy()
         self.deltas_ = {
@@ -89,8 +91,12 @@ class PerturbationBaseline:
         source = source.toarray() if sparse.issparse(source) else np.asarray(source)
         expression = (deltas[:, None, :] + source[None, :, :]).reshape(-1, adata.n_vars)
         return prediction_anndata(
-            adata, source_index, names, np.maximum(expression, 0.0),
-            perturbation_key=self.perturbation_key, method=self.name,
+            adata,
+            source_index,
+            names,
+            np.maximum(expression, 0.0),
+            perturbation_key=self.perturbation_key,
+            method=self.name,
         )
 
 

@@ -48,11 +48,15 @@ def prediction_anndata(
     obs = pd.concat([source_obs] * len(perturbations), ignore_index=True)
     obs = obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]]
     obs["source_cell"] = np.tile(np.asarray(source_obs.index, dtype=str), len(perturbations))
-    labels = pd.Categorical(np.repeat(perturbations, n_src), categories=list(dict.fromkeys(perturbations)))
+    labels = pd.Categorical(
+        np.repeat(perturbations, n_src), categories=list(dict.fromkeys(perturbations))
+    )
     obs["perturbation"] = labels
     if perturbation_key != "perturbation":
         obs[perturbation_key] = labels
-    obs.index = [f"{cell}-{p}" for p, cell in zip(obs["perturbation"], obs["source_cell"], strict=True)]
+    obs.index = [
+        f"{cell}-{p}" for p, cell in zip(obs["perturbation"], obs["source_cell"], strict=True)
+    ]
     predicted = AnnData(
         X=np.asarray(values, dtype=np.float32),
         obs=obs,

@@ -31,7 +31,9 @@ class CellGroups:
 
     def subset(self, indices: np.ndarray) -> CellGroups:
         """The codes of the cells at ``indices``."""
-        return CellGroups(self.stratum[indices], self.perturbation[indices], self.is_control[indices])
+        return CellGroups(
+            self.stratum[indices], self.perturbation[indices], self.is_control[indices]
+        )
 
 
 def _codes(adata_manager: AnnDataManager, key: str) -> np.ndarray | None:
@@ -44,7 +46,9 @@ def control_code(adata_manager: AnnDataManager) -> int | None:
     """Category code of the control label, or ``None`` if no perturbation is registered."""
     if SCJEPA_KEYS.PERTURBATION_KEY not in adata_manager.data_registry:
         return None
-    mapping = list(adata_manager.get_state_registry(SCJEPA_KEYS.PERTURBATION_KEY).categorical_mapping)
+    mapping = list(
+        adata_manager.get_state_registry(SCJEPA_KEYS.PERTURBATION_KEY).categorical_mapping
+    )
     control_value = adata_manager.registry["setup_args"]["control_value"]
     return mapping.index(control_value) if control_value in mapping else None
 
@@ -147,5 +151,7 @@ class StratifiedPerturbationSampler(Sampler):
                 for p in chosen
             ]
             n_controls = per_group * len(chosen)
-            control_cells = rng.choice(controls, size=n_controls, replace=len(controls) < n_controls)
+            control_cells = rng.choice(
+                controls, size=n_controls, replace=len(controls) < n_controls
+            )
             yield np.concatenate([control_cells, *perturbed])

@@ -65,16 +65,22 @@ def split_perturbations(
         raise KeyError(f"Perturbation column {perturbation_key!r} not found in `adata.obs`.")
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
-    members = {label: parse_perturbation(label, control_value, delimiter) for label in np.unique(labels)}
+    members = {
+        label: parse_perturbation(label, control_value, delimiter) for label in np.unique(labels)
+    }
     singles = sorted(label for label, m in members.items() if len(m) == 1)
     combos = sorted(label for label, m in members.items() if len(m) > 1)
     n_single = int(round(single_fraction * len(singles)))
-    held_singles = set(rng.choice(singles, size=n_single, replace=False).tolist()) if n_single else set()
+    held_singles = (
+        set(rng.choice(singles, size=n_single, replace=False).tolist()) if n_single else set()
+    )
     unseen_members = {members[s][0] for s in held_singles}
     one_unseen = [c for c in combos if any(m in unseen_members for m in members[c])]
     both_seen = [c for c in combos if c not in one_unseen]
     n_combo = int(round(combination_fraction * len(both_seen)))
-    held_combos = set(rng.choice(both_seen, size=n_combo, replace=False).tolist()) if n_combo else set()
+    held_combos = (
+        set(rng.choice(both_seen, size=n_combo, replace=False).tolist()) if n_combo else set()
+    )
 
     split = np.full(len(labels), TRAIN, dtype=object)
     split[np.isin(labels, sorted(held_singles))] = UNSEEN_SINGLE

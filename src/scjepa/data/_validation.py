@@ -73,8 +73,7 @@ def validate_obs_column(adata: AnnData, key: str | None, what: str) -> None:
     """Raise ``KeyError`` if ``key`` is given but absent from ``adata.obs``."""
     if key is not None and key not in adata.obs:
         raise KeyError(
-            f"{what} column {key!r} not found in `adata.obs` "
-            f"(columns: {list(adata.obs.columns)})."
+            f"{what} column {key!r} not found in `adata.obs` (columns: {list(adata.obs.columns)})."
         )
 
 

@@ -1,5 +1,7 @@
 """Generated data sets for tutorials and tests, and loaders for public data."""
 
+from scjepa.datasets._download import cache_dir, fetch, sha256sum
+from scjepa.datasets._norman import norman_2019
 from scjepa.datasets._perturbseq_demo import perturbseq_demo
 
-__all__ = ["perturbseq_demo"]
+__all__ = ["cache_dir", "fetch", "norman_2019", "perturbseq_demo", "sha256sum"]

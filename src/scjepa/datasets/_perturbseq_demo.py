@@ -1,4 +1,4 @@
-"""A generated Perturb-seq data set with gene programs, cell-type-specific and non-additive effects."""
+"""Generated Perturb-seq data: gene programs, cell-type-specific and non-additive effects."""
 
 from __future__ import annotations
 
@@ -155,7 +155,9 @@ def perturbseq_demo(
     mean = proportions * library[:, None]
     counts = rng.poisson(rng.gamma(dispersion, mean / dispersion)).astype(np.float32)
 
-    labels = np.array(["control"] + ["+".join(gene_names[regulators[list(c)]]) for c in conditions[1:]])
+    labels = np.array(
+        ["control"] + ["+".join(gene_names[regulators[list(c)]]) for c in conditions[1:]]
+    )
     obs = pd.DataFrame(
         {
             "perturbation": pd.Categorical(labels[condition_of_cell]),
@@ -186,7 +188,9 @@ def _choose_regulators(
     rng: np.random.Generator, program_of_gene: np.ndarray, n_programs: int, n_regulators: int
 ) -> np.ndarray:
     """Spread regulators over programs, round-robin, so every program can be perturbed."""
-    pools = [rng.permutation(np.flatnonzero(program_of_gene == p)).tolist() for p in range(n_programs)]
+    pools = [
+        rng.permutation(np.flatnonzero(program_of_gene == p)).tolist() for p in range(n_programs)
+    ]
     chosen: list[int] = []
     while len(chosen) < n_regulators:
         progressed = False

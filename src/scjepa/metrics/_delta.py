@@ -39,10 +39,12 @@ def mse_delta(
     reference_mean: np.ndarray,
     top_k: int | None = None,
 ) -> float:
-    """Mean squared error of predicted mean expression on the genes most changed by the perturbation.
+    """Mean squared error of the predicted mean on the genes the perturbation changes most.
 
     Equivalent on those genes to the error of the predicted change, since the reference cancels.
     """
     observed = np.asarray(observed_mean) - np.asarray(reference_mean)
     genes = _top_genes(observed, top_k)
-    return float(np.mean((np.asarray(predicted_mean)[genes] - np.asarray(observed_mean)[genes]) ** 2))
+    return float(
+        np.mean((np.asarray(predicted_mean)[genes] - np.asarray(observed_mean)[genes]) ** 2)
+    )

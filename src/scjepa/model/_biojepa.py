@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import rich.pretty  # noqa: F401 - scvi-tools' view_anndata_setup uses it without importing it
 import torch
 from anndata import AnnData
 from scipy import sparse
@@ -23,12 +24,13 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.utils import setup_anndata_dsp
 
 from scjepa._constants import NORMALIZATION_TARGET_SUM, SCJEPA_KEYS
+from scjepa.data._direct_effect import target_gene_effect
 from scjepa.data._features import (
     gene_features_from_expression,
     log_normalize,
     validate_feature_table,
 )
-from scjepa.data._perturbations import members_to_index
+from scjepa.data._perturbations import members_to_index, parse_perturbation
 from scjepa.data._prediction import prediction_anndata
 from scjepa.data._sampling import control_code
 from scjepa.data._splitter import PerturbationDataSplitter
@@ -40,12 +42,12 @@ from scjepa.data._validation import (
 )
 from scjepa.model._serialization import ADATA_FILE, MODEL_FILE, read_model_file, write_model_file
 from scjepa.module import BioJEPAModule
-from scjepa.module._normalize import library_size
+from scjepa.module._normalize import library_size, to_dense
 from scjepa.train import JEPATrainingPlan
 
 logger = logging.getLogger(__name__)
 
-_EXPRESSION_MODES = ("sample", "mean")
+_EXPRESSION_MODES = ("shift", "sample", "mean")
 
 
 class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
@@ -89,7 +91,8 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
     >>> model = scjepa.BioJEPA(adata)
     >>> model.train()
     >>> adata.obsm["X_biojepa"] = model.get_latent_representation()
-    >>> pred = model.predict_perturbation(["G1+G2"], adata=adata[adata.obs.perturbation == "control"])
+    >>> ctrl = adata[adata.obs.perturbation == "control"]
+    >>> pred = model.predict_perturbation(["G0001+G0002"], adata=ctrl)
     """
 
     _module_cls = BioJEPAModule
@@ -110,6 +113,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         super().__init__(adata)
         self._check_var_names_unique(adata)
         self.perturbation_vocabulary_: list[str] | None = None
+        self.target_gene_effect_: float | None = None
         features, members, ctrl = None, None, None
         if SCJEPA_KEYS.PERTURBATION_KEY in self.adata_manager.data_registry:
             table = self._perturbation_feature_table(perturbation_features, n_perturbation_features)
@@ -256,7 +260,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
     @staticmethod
     def _check_var_names_unique(adata: AnnData) -> None:
         if not adata.var_names.is_unique:
-            raise ValueError("`adata.var_names` must be unique; run `adata.var_names_make_unique()`.")
+            raise ValueError(
+                "`adata.var_names` must be unique; run `adata.var_names_make_unique()`."
+            )
 
     @property
     def _training_var_names(self) -> np.ndarray:
@@ -340,6 +346,14 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         layer = get_layer(self.adata, self._setup_args["layer"])
+        if self.module.perturbation_encoder is not None:
+            self.target_gene_effect_ = target_gene_effect(
+                self.adata,
+                layer,
+                self._setup_args["perturbation_key"],
+                self._setup_args["control_value"],
+                self._setup_args["perturbation_delimiter"],
+            )
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -404,7 +418,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size: int | None = None,
         key_added: str | None = None,
         dose: float | None = None,
-        expression: str = "sample",
+        expression: str = "shift",
         seed: int = 0,
     ) -> AnnData:
         """Predict the expression of cells under perturbations.
@@ -431,10 +445,15 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         dose
             Dose of every predicted perturbation; needed when the model was set up with a dose.
         expression
-            ``"sample"``: counts drawn from the decoder's negative binomial, stored in
-            ``layers["counts"]``, and ``X`` their log-normalised values, distributed like measured
-            cells after ``normalize_total`` + ``log1p``. ``"mean"``: ``X`` is ``log1p`` of the
-            expected normalised expression (no sampling noise; no counts layer).
+            How ``X`` (always log-normalised, as by ``normalize_total`` + ``log1p``) is made.
+            ``"shift"`` (default): the source cell's measured expression plus the decoded change,
+            ``log1p(ρ(ẑ_perturbed)) - log1p(ρ(ẑ_unperturbed))``; the decoder's own errors cancel
+            and each predicted cell keeps its source cell's individuality, as in latent
+            arithmetic (scGen, Lotfollahi et al., Nature Methods 2019). ``"sample"``: counts drawn
+            from the decoder's negative binomial at the source cell's library size, also stored
+            in ``layers["counts"]``. ``"mean"``: ``log1p`` of the decoder's expected normalised
+            expression. In every mode a perturbation's measured target genes change by the
+            typical direct effect seen in training (``model.target_gene_effect_``).
         seed
             Seed of the sampling, so predictions are reproducible.
 
@@ -450,7 +469,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
                 "This model was set up without `perturbation_key`; it cannot predict perturbations."
             )
         if expression not in _EXPRESSION_MODES:
-            raise ValueError(f"`expression` must be one of {_EXPRESSION_MODES}, got {expression!r}.")
+            raise ValueError(
+                f"`expression` must be one of {_EXPRESSION_MODES}, got {expression!r}."
+            )
         names = [perturbations] if isinstance(perturbations, str) else list(perturbations)
         if not names:
             raise ValueError("`perturbations` is empty.")
@@ -469,29 +490,45 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError("No source cells to predict from.")
 
         rng = np.random.default_rng(seed)
+        no_perturbation = torch.full((1, members.shape[1]), -1, dtype=torch.long)
+        target_columns = self._target_gene_columns(names)
         embeddings, values, counts = [], [], []
         self.module.eval()
         for tensors in self._loader(adata, source_index, batch_size):
             x = tensors[REGISTRY_KEYS.X_KEY]
             batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
-            library = _library(x)
             n = x.shape[0]
+            dose_n = None if dose_tensor is None else dose_tensor.expand(n)
+            if expression == "shift":
+                reference = self._decoded_log_expression(
+                    x, no_perturbation.expand(n, -1), dose_n, batch_index
+                )[1]
+                observed = log_normalize(to_dense(x).cpu().numpy())
             rows_z, rows_x, rows_c = [], [], []
             for p in range(len(names)):
-                z = self.module.predict_perturbed(
-                    x, members[p].expand(n, -1), None if dose_tensor is None else dose_tensor.expand(n)
+                z, log_mean = self._decoded_log_expression(
+                    x, members[p].expand(n, -1), dose_n, batch_index
                 )
-                scale = self.module.decode(z, batch_index).cpu().numpy()
-                rows_z.append(z.cpu().numpy())
+                rows_z.append(z)
                 if expression == "sample":
+                    scale = np.expm1(log_mean) / NORMALIZATION_TARGET_SUM
                     sampled = _sample_negative_binomial(
-                        scale * library[:, None], self.module.decoder.log_theta.exp().cpu().numpy(), rng
+                        scale * _library(x)[:, None],
+                        self.module.decoder.log_theta.exp().detach().cpu().numpy(),
+                        rng,
                     )
                     rows_c.append(sampled)
-                    rows_x.append(log_normalize(sampled))
+                    values_p = log_normalize(sampled)
+                elif expression == "shift":
+                    values_p = observed + (log_mean - reference)
                 else:
-                    rows_x.append(np.log1p(scale * NORMALIZATION_TARGET_SUM))
-            # order rows perturbation-major within a minibatch, then reorder globally below
+                    values_p = log_mean
+                if target_columns[p] and self.target_gene_effect_ is not None:
+                    base = observed if expression == "shift" else values_p
+                    values_p[:, target_columns[p]] = (
+                        base[:, target_columns[p]] + self.target_gene_effect_
+                    )
+                rows_x.append(np.maximum(values_p, 0.0))
             embeddings.append(np.stack(rows_z, axis=1))
             values.append(np.stack(rows_x, axis=1))
             if rows_c:
@@ -518,6 +555,25 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         if key_added is not None:
             self._write_predicted_embeddings(adata, source_index, names, z_all, key_added)
         return predicted
+
+    def _decoded_log_expression(
+        self, x: torch.Tensor, members: torch.Tensor, dose, batch_index: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted embeddings and ``log1p`` of expected normalised expression."""
+        z = self.module.predict_perturbed(x, members, dose)
+        scale = self.module.decode(z, batch_index)
+        return z.cpu().numpy(), torch.log1p(scale * NORMALIZATION_TARGET_SUM).cpu().numpy()
+
+    def _target_gene_columns(self, names: list[str]) -> list[list[int]]:
+        """Columns of the measured genes that each perturbation targets directly."""
+        position = {name: i for i, name in enumerate(self._training_var_names)}
+        members = [
+            parse_perturbation(
+                name, self._setup_args["control_value"], self._setup_args["perturbation_delimiter"]
+            )
+            for name in names
+        ]
+        return [[position[m] for m in group if m in position] for group in members]
 
     def _dose_tensor(self, dose: float | None) -> torch.Tensor | None:
         if not self.module.use_dose:
@@ -569,8 +625,12 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         os.makedirs(dir_path, exist_ok=True)
         prefix = prefix or ""
         if save_anndata:
-            self.adata.write_h5ad(os.path.join(dir_path, f"{prefix}{ADATA_FILE}"), **anndata_write_kwargs)
-        attributes = {name: value for name, value in self._get_user_attributes() if name.endswith("_")}
+            self.adata.write_h5ad(
+                os.path.join(dir_path, f"{prefix}{ADATA_FILE}"), **anndata_write_kwargs
+            )
+        attributes = {
+            name: value for name, value in self._get_user_attributes() if name.endswith("_")
+        }
         init_params = attributes["init_params_"]
         # the feature table is restored from the module's weights; no need to keep it twice
         init_params["non_kwargs"] = {**init_params["non_kwargs"], "perturbation_features": None}
@@ -609,7 +669,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         The model, in evaluation mode, giving the same embeddings and predictions as when saved.
         """
         prefix = prefix or ""
-        state_dict, var_names, attributes = read_model_file(os.path.join(dir_path, f"{prefix}{MODEL_FILE}"))
+        state_dict, var_names, attributes = read_model_file(
+            os.path.join(dir_path, f"{prefix}{MODEL_FILE}")
+        )
         if adata is None:
             adata_path = os.path.join(dir_path, f"{prefix}{ADATA_FILE}")
             if not os.path.exists(adata_path):
@@ -645,7 +707,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             setattr(model, name, value)
         model.module.load_state_dict(state_dict)
         _, _, torch_device = parse_device_args(
-            accelerator=accelerator, devices=device, return_device="torch",
+            accelerator=accelerator,
+            devices=device,
+            return_device="torch",
             validate_single_device=True,
         )
         model.to_device(torch_device)
@@ -661,7 +725,9 @@ def _library(x: torch.Tensor) -> np.ndarray:
     return library_size(x).cpu().numpy()
 
 
-def _sample_negative_binomial(mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _sample_negative_binomial(
+    mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Gamma–Poisson draws with the given means and inverse dispersions."""
     rate = rng.gamma(shape=theta, scale=np.maximum(mean, 1e-8) / theta)
     return rng.poisson(rate).astype(np.float32)

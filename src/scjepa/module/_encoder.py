@@ -10,7 +10,9 @@ from torch import nn
 from scjepa.module._normalize import is_sparse
 
 
-def mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int = 2, dropout: float = 0.0) -> nn.Sequential:
+def mlp(
+    n_in: int, n_hidden: int, n_out: int, n_layers: int = 2, dropout: float = 0.0
+) -> nn.Sequential:
     """``Linear → LayerNorm → GELU → Dropout`` blocks followed by a final ``Linear``."""
     layers: list[nn.Module] = []
     width = n_in
@@ -56,7 +58,12 @@ class CellEncoder(nn.Module):
     """
 
     def __init__(
-        self, n_input: int, n_latent: int, n_hidden: int = 512, n_layers: int = 2, dropout: float = 0.1
+        self,
+        n_input: int,
+        n_latent: int,
+        n_hidden: int = 512,
+        n_layers: int = 2,
+        dropout: float = 0.1,
     ):
         super().__init__()
         self.input = SparseLinear(n_input, n_hidden)

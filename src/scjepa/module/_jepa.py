@@ -190,7 +190,9 @@ class BioJEPAModule(BaseModuleClass):
         """Predicted embeddings of cells ``x`` (raw counts) under perturbations ``members``."""
         normalized, _ = log_normalize(x)
         context = self.encoder(normalized)
-        return self.predictor(context, self.condition(Task.PERTURBATION, len(context), members, dose))
+        return self.predictor(
+            context, self.condition(Task.PERTURBATION, len(context), members, dose)
+        )
 
     @auto_move_data
     def decode(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
@@ -249,9 +251,11 @@ class BioJEPAModule(BaseModuleClass):
             pert_loss = z_target.new_zeros(())
 
         counts = to_dense(tensors[REGISTRY_KEYS.X_KEY])
-        nll = -self.decoder.distribution(
-            generative_outputs["scale"], inference_outputs["library"]
-        ).log_prob(counts).sum(dim=-1)
+        nll = (
+            -self.decoder.distribution(generative_outputs["scale"], inference_outputs["library"])
+            .log_prob(counts)
+            .sum(dim=-1)
+        )
 
         jepa_loss = (
             w["invariance"] * (mask_loss + w["perturbation"] * pert_loss)
@@ -283,21 +287,32 @@ class BioJEPAModule(BaseModuleClass):
             return None
         codes = tensors[SCJEPA_KEYS.PERTURBATION_KEY].long().reshape(-1)
         is_control = codes == self.control_code
-        if not is_control.any() or is_control.all():
+        if not is_control.any():
             return None
-        stratum = (
-            tensors[REGISTRY_KEYS.BATCH_KEY].long().reshape(-1) * self.n_labels
-            + tensors[REGISTRY_KEYS.LABELS_KEY].long().reshape(-1)
-        )
+        stratum = tensors[REGISTRY_KEYS.BATCH_KEY].long().reshape(-1) * self.n_labels + tensors[
+            REGISTRY_KEYS.LABELS_KEY
+        ].long().reshape(-1)
         dose = tensors.get(SCJEPA_KEYS.DOSE_KEY) if self.use_dose else None
-        dose_column = dose.reshape(-1).float() if dose is not None else torch.zeros_like(codes).float()
+        dose_column = (
+            dose.reshape(-1).float() if dose is not None else torch.zeros_like(codes).float()
+        )
         group_keys = torch.stack([stratum.float(), codes.float(), dose_column], dim=1)
-        perturbed = torch.nonzero(~is_control).reshape(-1)
-        keys, group_of = torch.unique(group_keys[perturbed], dim=0, return_inverse=True)
+        # controls form a group too: with an empty perturbation the predictor must say
+        # "no change", which anchors the reference of every predicted change
+        perturbed = torch.arange(len(codes), device=codes.device)
+        keys, group_of = torch.unique(group_keys, dim=0, return_inverse=True)
 
         z_online = inference_outputs["z_online"]
         z_target = inference_outputs["z_target"]
-        contexts, targets, members, doses, sizes, control_means = [], [], [], [], [], []
+        contexts, targets, members, doses, sizes, control_means, is_effect = (
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
         for g in range(len(keys)):
             target_rows = perturbed[group_of == g]
             control_rows = torch.nonzero(is_control & (stratum == keys[g, 0].long())).reshape(-1)
@@ -314,6 +329,7 @@ class BioJEPAModule(BaseModuleClass):
             doses.append(dose_column[target_rows])
             sizes.append(m)
             control_means.append(z_target[control_rows].mean(dim=0))
+            is_effect.append(int(keys[g, 1]) != self.control_code)
         if not contexts:
             return None
         context = torch.cat(contexts)
@@ -323,22 +339,26 @@ class BioJEPAModule(BaseModuleClass):
         predicted = self.predictor(context, condition)
         matched, mean_gap = [], []
         predicted_deltas, observed_deltas = [], []
-        for pred_g, target_g, control_mean in zip(
-            predicted.split(sizes), targets, control_means, strict=True
+        for pred_g, target_g, control_mean, effect in zip(
+            predicted.split(sizes), targets, control_means, is_effect, strict=True
         ):
             a, b = matched_population_loss(pred_g, target_g)
             matched.append(a)
             mean_gap.append(b)
-            predicted_deltas.append(pred_g.mean(dim=0).detach() - control_mean)
-            observed_deltas.append(target_g.mean(dim=0) - control_mean)
-        return {
+            if effect:
+                predicted_deltas.append(pred_g.mean(dim=0).detach() - control_mean)
+                observed_deltas.append(target_g.mean(dim=0) - control_mean)
+        outputs = {
             "predicted": predicted,
             "matched": torch.stack(matched).mean(),
             "mean_gap": torch.stack(mean_gap).mean(),
-            "diagnostics": _delta_diagnostics(
-                torch.stack(predicted_deltas), torch.stack(observed_deltas)
-            ),
+            "diagnostics": {},
         }
+        if predicted_deltas:
+            outputs["diagnostics"] = _delta_diagnostics(
+                torch.stack(predicted_deltas), torch.stack(observed_deltas)
+            )
+        return outputs
 
 
 def _delta_diagnostics(predicted: torch.Tensor, observed: torch.Tensor) -> dict:

@@ -12,9 +12,10 @@ import torch
 
 from scjepa._constants import NORMALIZATION_TARGET_SUM
 
-
 # CSR tensors are stable for what is used here (construction, row sums, sparse @ dense).
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
+)
 
 
 def is_sparse(x: torch.Tensor) -> bool:
@@ -37,9 +38,7 @@ def library_size(x: torch.Tensor) -> torch.Tensor:
 
 def _row_ids(x: torch.Tensor) -> torch.Tensor:
     crow = x.crow_indices()
-    return torch.repeat_interleave(
-        torch.arange(x.shape[0], device=x.device), crow[1:] - crow[:-1]
-    )
+    return torch.repeat_interleave(torch.arange(x.shape[0], device=x.device), crow[1:] - crow[:-1])
 
 
 def log_normalize(
@@ -75,7 +74,9 @@ def log_normalize(
     library = torch.zeros(x.shape[0], dtype=values.dtype, device=x.device).index_add_(
         0, rows, values
     )
-    normalized_values = torch.log1p(values / library.clamp(min=1.0)[rows] * NORMALIZATION_TARGET_SUM)
+    normalized_values = torch.log1p(
+        values / library.clamp(min=1.0)[rows] * NORMALIZATION_TARGET_SUM
+    )
 
     def build(v: torch.Tensor) -> torch.Tensor:
         return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), v, size=x.shape)

@@ -18,7 +18,9 @@ class FiLMBlock(nn.Module):
         self.norm = nn.LayerNorm(n_hidden, elementwise_affine=False)
         self.film = nn.Linear(n_condition, 2 * n_hidden)
         self.mlp = nn.Sequential(
-            nn.Linear(n_hidden, 2 * n_hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(n_hidden, 2 * n_hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
             nn.Linear(2 * n_hidden, n_hidden),
         )
         nn.init.zeros_(self.film.weight)
@@ -51,7 +53,11 @@ class ConditionalPredictor(nn.Module):
     """
 
     def __init__(
-        self, n_latent: int, n_condition: int, n_hidden: int = 256, n_blocks: int = 3,
+        self,
+        n_latent: int,
+        n_condition: int,
+        n_hidden: int = 256,
+        n_blocks: int = 3,
         dropout: float = 0.0,
     ):
         super().__init__()

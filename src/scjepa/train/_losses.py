@@ -40,7 +40,9 @@ def effective_rank(z: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * p.log()).sum())
 
 
-def optimal_matching(predicted: torch.Tensor, target: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def optimal_matching(
+    predicted: torch.Tensor, target: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of rows minimising the summed squared distance (exact minibatch optimal transport).
 
     With equal sizes and uniform weights the optimal transport plan is a permutation, found by

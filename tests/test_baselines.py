@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+from tests.conftest import controls_of
+
+import scjepa
+from scjepa.metrics import mse_delta, pearson_delta, perturbation_means
+
+
+def test_baselines_share_the_prediction_layout(adata):
+    controls = controls_of(adata)
+    means = perturbation_means(adata, layer="counts")
+    singles = [p for p in means.index if p != "control" and "+" not in p]
+    pair = next(p for p in means.index if "+" in p)
+    for baseline in (
+        scjepa.baselines.NoChangeBaseline(),
+        scjepa.baselines.MeanPerturbationBaseline(),
+        scjepa.baselines.AdditiveBaseline(),
+    ):
+        pred = baseline.fit(adata).predict_perturbation([pair], controls)
+        assert pred.shape == (controls.n_obs, adata.n_vars)
+        assert list(pred.obs["perturbation"].unique()) == [pair]
+        assert pred.uns["scjepa"]["method"] == baseline.name
+
+    additive = scjepa.baselines.AdditiveBaseline().fit(adata)
+    x, y = pair.split("+")
+    control = means.loc["control"].to_numpy()
+    expected = means.loc[x].to_numpy() + means.loc[y].to_numpy() - 2 * control
+    np.testing.assert_allclose(additive.delta(pair), expected, rtol=1e-5, atol=1e-6)
+    mean_baseline = scjepa.baselines.MeanPerturbationBaseline().fit(adata)
+    perturbed = [p for p in means.index if p != "control"]
+    np.testing.assert_allclose(
+        mean_baseline.delta("anything"),
+        (means.loc[perturbed] - control).mean().to_numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(KeyError, match="measured alone"):
+        additive.delta(f"{singles[0]}+NOT_A_GENE")
+    with pytest.raises(RuntimeError, match="fit"):
+        scjepa.baselines.AdditiveBaseline().predict_perturbation([pair], controls)
+
+
+def test_delta_metrics():
+    control = np.zeros(50)
+    observed = np.random.default_rng(0).normal(size=50)
+    assert pearson_delta(observed, observed, control) == pytest.approx(1.0)
+    assert pearson_delta(-observed, observed, control) == pytest.approx(-1.0)
+    assert pearson_delta(2 * observed, observed, control, top_k=5) == pytest.approx(1.0)
+    assert mse_delta(observed, observed, control, top_k=5) == 0.0
+    top = np.argsort(-np.abs(observed))[:5]
+    assert mse_delta(control, observed, control, top_k=5) == pytest.approx(
+        np.mean(observed[top] ** 2)
+    )
+    assert np.isnan(pearson_delta(control, observed, control))

@@ -1,0 +1,190 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+from tests.conftest import controls_of, small_perturbseq
+
+import scjepa
+
+DIAGNOSTICS = [
+    "masked_prediction_loss_train",
+    "perturbation_loss_train",
+    "variance_loss_train",
+    "covariance_loss_train",
+    "embedding_std_mean_train",
+    "embedding_std_min_train",
+    "effective_rank_train",
+    "delta_cosine_between_perturbations_train",
+    "validation_loss",
+]
+
+
+def test_training_history_and_latent(trained):
+    model, data = trained
+    assert model.is_trained
+    for key in DIAGNOSTICS:
+        assert key in model.history, key
+        assert len(model.history[key]) == 3
+    assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    z = model.get_latent_representation()
+    assert z.shape == (data.n_obs, 16)
+    assert np.isfinite(z).all()
+    assert z.std(axis=0).min() > 1e-3  # no collapsed dimension
+    sub = model.get_latent_representation(indices=np.arange(10), batch_size=4)
+    np.testing.assert_allclose(sub, z[:10], rtol=1e-5, atol=1e-5)
+
+
+def test_predict_perturbation_layout(trained):
+    model, data = trained
+    controls = controls_of(data)
+    singles = [p for p in data.obs.perturbation.cat.categories if p != "control" and "+" not in p]
+    pairs = [p for p in data.obs.perturbation.cat.categories if "+" in p]
+    names = [singles[0], pairs[0]]
+    pred = model.predict_perturbation(names, adata=controls, key_added="X_pred")
+    assert pred.shape == (2 * controls.n_obs, data.n_vars)
+    assert list(pred.var_names) == list(data.var_names)
+    assert list(pred.obs["perturbation"].cat.categories) == names
+    assert (pred.obs["perturbation"].value_counts() == controls.n_obs).all()
+    assert set(pred.obs["source_cell"]) == set(controls.obs_names)
+    assert pred.obsm["X_biojepa"].shape == (pred.n_obs, 16)
+    assert pred.uns["scjepa"]["X"] == "log1p_normalized"
+    assert (pred.X >= 0).all() and np.isfinite(pred.X).all()
+    assert controls.obsm[f"X_pred_{names[0]}"].shape == (controls.n_obs, 16)
+    # the predicted change differs between perturbations
+    means = pred.to_df().groupby(pred.obs["perturbation"].to_numpy()).mean()
+    assert not np.allclose(means.iloc[0], means.iloc[1])
+
+
+def test_unseen_combination_and_unseen_gene(trained):
+    model, data = trained
+    controls = controls_of(data)
+    singles = [p for p in data.obs.perturbation.cat.categories if p != "control" and "+" not in p]
+    seen_pairs = set(data.obs.perturbation.cat.categories)
+    new_pair = next(
+        f"{a}+{b}" for a in singles for b in singles if a < b and f"{a}+{b}" not in seen_pairs
+    )
+    never_perturbed = next(g for g in data.var_names if g not in singles)
+    pred = model.predict_perturbation(
+        [new_pair, never_perturbed, f"{never_perturbed}+{singles[0]}"],
+        adata=controls,
+        expression="mean",
+    )
+    assert pred.n_obs == 3 * controls.n_obs
+    assert np.isfinite(pred.X).all()
+    # the direct effect on the targeted gene is applied to a gene never perturbed in training
+    assert model.target_gene_effect_ < 0  # the demo is CRISPR interference
+    gene = list(data.var_names).index(never_perturbed)
+    observed = pred[pred.obs.perturbation == never_perturbed].X[:, gene].mean()
+    reference = model.predict_perturbation(singles[0], adata=controls, expression="mean")
+    assert observed < reference.X[:, gene].mean()
+
+
+def test_prediction_modes(trained):
+    model, data = trained
+    controls = controls_of(data)[:20]
+    name = data.obs.perturbation.cat.categories[1]
+    sampled = model.predict_perturbation(name, adata=controls, expression="sample", seed=1)
+    assert "counts" in sampled.layers
+    counts = sampled.layers["counts"]
+    assert np.array_equal(counts, np.round(counts))
+    again = model.predict_perturbation(name, adata=controls, expression="sample", seed=1)
+    np.testing.assert_array_equal(sampled.X, again.X)
+    with pytest.raises(ValueError, match="expression"):
+        model.predict_perturbation(name, adata=controls, expression="median")
+
+
+def test_prediction_errors(trained):
+    model, data = trained
+    controls = controls_of(data)
+    columns_before = list(controls.obs.columns)
+    with pytest.raises(KeyError, match="did you mean"):
+        model.predict_perturbation(["G00001"], adata=controls, key_added="bad")
+    with pytest.raises(KeyError, match="perturbation_features"):
+        model.predict_perturbation(["DRUG_X"], adata=controls)
+    assert "bad" not in controls.obsm and list(controls.obs.columns) == columns_before
+    with pytest.raises(ValueError, match="genes differ"):
+        model.predict_perturbation(["G0001"], adata=controls[:, :-1].copy())
+    with pytest.raises(ValueError, match="genes differ"):
+        model.get_latent_representation(controls[:, ::-1].copy())
+    with pytest.raises(ValueError, match="no cells"):
+        model.predict_perturbation(["G0001"], adata=controls[:0].copy())
+    with pytest.raises(ValueError, match="dose"):
+        model.predict_perturbation(["G0001"], adata=controls, dose=1.0)
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    model, data = trained
+    controls = controls_of(data)
+    name = [p for p in data.obs.perturbation.cat.categories if "+" in p][0]
+    z = model.get_latent_representation()
+    pred = model.predict_perturbation(name, adata=controls)
+    model.save(tmp_path / "model", save_anndata=True)
+    with pytest.raises(ValueError, match="already exists"):
+        model.save(tmp_path / "model")
+    # the file holds only tensors and plain text: it loads without unpickling
+    saved = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert set(saved) >= {"model_state_dict", "var_names", "attributes_json"}
+
+    loaded = scjepa.BioJEPA.load(tmp_path / "model", adata=data)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z, rtol=1e-6, atol=1e-6)
+    again = loaded.predict_perturbation(name, adata=controls)
+    np.testing.assert_allclose(again.X, pred.X, rtol=1e-6, atol=1e-6)
+    assert loaded.is_trained
+    assert loaded.target_gene_effect_ == model.target_gene_effect_
+    pd.testing.assert_frame_equal(loaded.history["train_loss"], model.history["train_loss"])
+
+    from_disk = scjepa.BioJEPA.load(tmp_path / "model")
+    np.testing.assert_allclose(from_disk.get_latent_representation(), z, rtol=1e-6, atol=1e-6)
+
+    with pytest.raises(ValueError, match="genes differ"):
+        scjepa.BioJEPA.load(tmp_path / "model", adata=data[:, :-1].copy())
+
+
+class Payload:
+    """Any class instance: unpickling it could run code."""
+
+
+def test_load_refuses_pickled_objects(tmp_path):
+    (tmp_path / "bad").mkdir()
+    torch.save({"attributes_json": "{}", "evil": Payload()}, tmp_path / "bad" / "model.pt")
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        scjepa.BioJEPA.load(tmp_path / "bad", adata=small_perturbseq())
+
+
+def test_user_features_dose_and_dense_input():
+    scvi.settings.seed = 0
+    data = small_perturbseq()
+    data.X = data.layers["counts"].toarray()  # dense counts in X
+    # drug-like perturbations described by user features, with doses
+    drugs = {g: f"drug_{i}" for i, g in enumerate(data.obs.perturbation.cat.categories)}
+    drugs["control"] = "control"
+    data.obs["compound"] = data.obs.perturbation.map(
+        lambda p: "+".join(drugs.get(m, m) for m in p.split("+")) if p != "control" else "control"
+    ).astype(str)
+    data.obs["dose"] = np.where(data.obs.compound == "control", 0.0, 10.0)
+    names = sorted({m for c in data.obs.compound.unique() if c != "control" for m in c.split("+")})
+    features = pd.DataFrame(
+        np.random.default_rng(0).normal(size=(len(names) + 1, 5)), index=names + ["drug_new"]
+    )
+    scjepa.BioJEPA.setup_anndata(data, perturbation_key="compound", dose_key="dose")
+    model = scjepa.BioJEPA(data, n_latent=8, n_hidden=16, perturbation_features=features)
+    model.train(max_epochs=2, batch_size=64, enable_progress_bar=False)
+    controls = data[data.obs.compound == "control"].copy()
+    low = model.predict_perturbation("drug_new", adata=controls, dose=1.0, expression="mean")
+    high = model.predict_perturbation("drug_new", adata=controls, dose=100.0, expression="mean")
+    assert low.shape == (controls.n_obs, data.n_vars)
+    assert "compound" in low.obs and "perturbation" in low.obs
+    assert not np.allclose(low.obsm["X_biojepa"], high.obsm["X_biojepa"])
+    with pytest.raises(ValueError, match="pass `dose=`"):
+        model.predict_perturbation("drug_new", adata=controls)
+
+
+def test_model_without_perturbations_embeds_but_refuses_prediction():
+    data = small_perturbseq()
+    scjepa.BioJEPA.setup_anndata(data, layer="counts", batch_key="batch")
+    model = scjepa.BioJEPA(data, n_latent=8, n_hidden=16)
+    model.train(max_epochs=1, batch_size=64, enable_progress_bar=False)
+    assert model.get_latent_representation().shape == (data.n_obs, 8)
+    with pytest.raises(ValueError, match="without `perturbation_key`"):
+        model.predict_perturbation("G0001", adata=data)
