@@ -44,7 +44,7 @@ def evaluate(predictions: dict, test, control_mean: np.ndarray, top_k: int = 20)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--out", default="demo_output")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
