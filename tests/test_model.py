@@ -152,7 +152,7 @@ def test_load_refuses_pickled_objects(tmp_path):
         scjepa.BioJEPA.load(tmp_path / "bad", adata=small_perturbseq())
 
 
-def test_user_features_dose_and_dense_input():
+def test_user_features_dose_and_dense_input(tmp_path):
     scvi.settings.seed = 0
     data = small_perturbseq()
     data.X = data.layers["counts"].toarray()  # dense counts in X
@@ -178,6 +178,11 @@ def test_user_features_dose_and_dense_input():
     assert not np.allclose(low.obsm["X_biojepa"], high.obsm["X_biojepa"])
     with pytest.raises(ValueError, match="pass `dose=`"):
         model.predict_perturbation("drug_new", adata=controls)
+    # user features and doses survive saving: the feature table travels with the weights
+    model.save(tmp_path / "drugs")
+    loaded = scjepa.BioJEPA.load(tmp_path / "drugs", adata=data)
+    again = loaded.predict_perturbation("drug_new", adata=controls, dose=1.0, expression="mean")
+    np.testing.assert_allclose(again.X, low.X, rtol=1e-5, atol=1e-6)
 
 
 def test_model_without_perturbations_embeds_but_refuses_prediction():
