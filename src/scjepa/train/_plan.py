@@ -33,6 +33,9 @@ class JEPATrainingPlan(TrainingPlan):
         kwargs.setdefault("lr", 1e-3)
         kwargs.setdefault("weight_decay", 1e-5)
         kwargs.setdefault("optimizer", "AdamW")
+        # scvi-tools' default eps=0.01 suits ELBOs summed over genes; scjepa's losses are means
+        # (and the decoder's likelihood is scaled per gene), whose gradients it would swamp
+        kwargs.setdefault("eps", 1e-8)
         super().__init__(module, **kwargs)
         if not 0.0 <= ema_momentum_start <= ema_momentum_end <= 1.0:
             raise ValueError(
