@@ -40,7 +40,6 @@ def test_setup_errors_leave_adata_untouched(adata, kwargs, error, message):
 
 
 def test_non_integer_counts_refused(adata):
-    scjepa.data.log_normalize  # noqa: B018 - the usual mistake: passing log-normalised X
     before = _untouched(adata)
     with pytest.raises(ValueError, match="non-integer values"):
         scjepa.BioJEPA.setup_anndata(adata, perturbation_key="perturbation")

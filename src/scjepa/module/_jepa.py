@@ -302,7 +302,6 @@ class BioJEPAModule(BaseModuleClass):
         group_keys = torch.stack([stratum.float(), codes.float(), dose_column], dim=1)
         # controls form a group too: with an empty perturbation the predictor must say
         # "no change", which anchors the reference of every predicted change
-        perturbed = torch.arange(len(codes), device=codes.device)
         keys, group_of = torch.unique(group_keys, dim=0, return_inverse=True)
 
         z_online = inference_outputs["z_online"]
@@ -317,7 +316,7 @@ class BioJEPAModule(BaseModuleClass):
             [],
         )
         for g in range(len(keys)):
-            target_rows = perturbed[group_of == g]
+            target_rows = torch.nonzero(group_of == g).reshape(-1)
             control_rows = torch.nonzero(is_control & (stratum == keys[g, 0].long())).reshape(-1)
             if len(control_rows) == 0:
                 continue
