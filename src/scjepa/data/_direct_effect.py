@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from anndata import AnnData
+from scipy import sparse
 
-from scjepa._constants import NORMALIZATION_TARGET_SUM
+from scjepa.data._features import log_normalize
 from scjepa.data._perturbations import parse_perturbation
 
 
@@ -51,10 +52,8 @@ def target_gene_effect(
     if not targets or not is_control.any():
         return None
     genes = sorted(set(targets.values()))
-    library = np.maximum(np.asarray(counts.sum(axis=1)).ravel(), 1.0)
-    selected = counts[:, genes]
-    selected = selected.toarray() if hasattr(selected, "toarray") else np.asarray(selected)
-    expression = np.log1p(selected / library[:, None] * NORMALIZATION_TARGET_SUM)
+    expression = log_normalize(counts[:, genes], library=np.asarray(counts.sum(axis=1)).ravel())
+    expression = expression.toarray() if sparse.issparse(expression) else expression
     column = {g: i for i, g in enumerate(genes)}
     control_mean = expression[is_control].mean(axis=0)
     changes = [

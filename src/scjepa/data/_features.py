@@ -9,22 +9,31 @@ from scipy import sparse
 from scjepa._constants import NORMALIZATION_TARGET_SUM
 
 
-def log_normalize(counts) -> np.ndarray | sparse.csr_matrix:
+def log_normalize(counts, library: np.ndarray | None = None) -> np.ndarray | sparse.csr_matrix:
     """``log1p`` of counts scaled to :data:`NORMALIZATION_TARGET_SUM` per cell.
 
     Works on dense arrays and scipy sparse matrices without densifying the latter; matches
     ``sc.pp.normalize_total(target_sum=1e4)`` followed by ``sc.pp.log1p``.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes raw counts.
+    library
+        Total counts per cell; defaults to the row sums of ``counts``. Pass it when ``counts``
+        holds only some of the genes.
     """
+    if library is None:
+        library = np.asarray(counts.sum(axis=1)).ravel()
+    scale = (NORMALIZATION_TARGET_SUM / np.maximum(np.asarray(library).ravel(), 1.0)).astype(
+        np.float32
+    )
     if sparse.issparse(counts):
         counts = sparse.csr_matrix(counts, dtype=np.float32, copy=True)
-        library = np.asarray(counts.sum(axis=1)).ravel()
-        scale = NORMALIZATION_TARGET_SUM / np.maximum(library, 1.0)
-        counts.data *= np.repeat(scale, np.diff(counts.indptr)).astype(np.float32)
+        counts.data *= np.repeat(scale, np.diff(counts.indptr))
         np.log1p(counts.data, out=counts.data)
         return counts
-    counts = np.asarray(counts, dtype=np.float32)
-    library = np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-    return np.log1p(counts / library * NORMALIZATION_TARGET_SUM)
+    return np.log1p(np.asarray(counts, dtype=np.float32) * scale[:, None])
 
 
 def gene_features_from_expression(

@@ -492,6 +492,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         rng = np.random.default_rng(seed)
         no_perturbation = torch.full((1, members.shape[1]), -1, dtype=torch.long)
         target_columns = self._target_gene_columns(names)
+        theta = self.module.decoder.log_theta.exp().detach().cpu().numpy()
         embeddings, values, counts = [], [], []
         self.module.eval()
         for tensors in self._loader(adata, source_index, batch_size):
@@ -499,6 +500,8 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
             n = x.shape[0]
             dose_n = None if dose_tensor is None else dose_tensor.expand(n)
+            if expression == "sample":
+                library = _library(x)[:, None]
             if expression == "shift":
                 reference = self._decoded_log_expression(
                     x, no_perturbation.expand(n, -1), dose_n, batch_index
@@ -512,11 +515,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
                 rows_z.append(z)
                 if expression == "sample":
                     scale = np.expm1(log_mean) / NORMALIZATION_TARGET_SUM
-                    sampled = _sample_negative_binomial(
-                        scale * _library(x)[:, None],
-                        self.module.decoder.log_theta.exp().detach().cpu().numpy(),
-                        rng,
-                    )
+                    sampled = _sample_negative_binomial(scale * library, theta, rng)
                     rows_c.append(sampled)
                     values_p = log_normalize(sampled)
                 elif expression == "shift":
