@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from scjepa import baselines, data, datasets, metrics, model, module, train
+from scjepa import baselines, data, datasets, metrics, model, module, tl, train
 from scjepa.model import BioJEPA
 
 try:
@@ -18,5 +18,6 @@ __all__ = [
     "metrics",
     "model",
     "module",
+    "tl",
     "train",
 ]

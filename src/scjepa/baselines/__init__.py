@@ -1,5 +1,6 @@
 """Baselines with the same ``fit`` / ``predict_perturbation`` shape as BioJEPA."""
 
+from scjepa.baselines._linear import LinearBaseline
 from scjepa.baselines._simple import (
     AdditiveBaseline,
     MeanPerturbationBaseline,
@@ -9,6 +10,7 @@ from scjepa.baselines._simple import (
 
 __all__ = [
     "AdditiveBaseline",
+    "LinearBaseline",
     "MeanPerturbationBaseline",
     "NoChangeBaseline",
     "PerturbationBaseline",

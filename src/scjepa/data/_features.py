@@ -42,13 +42,19 @@ def gene_features_from_expression(
     n_components: int = 32,
     max_cells: int = 20_000,
     seed: int = 0,
+    perturbation_labels: np.ndarray | None = None,
+    n_response_components: int = 10,
 ) -> pd.DataFrame:
     """Describe every measured gene by its loadings on the main axes of expression variation.
 
     A gene that was never perturbed in training but is measured still gets a feature vector, so a
-    knock-down of it can be placed among the programs it co-varies with. This is the gene embedding
-    of the linear baseline of Ahlmann-Eltze, Huber & Anders (Nature Methods 2025), with the gene's
-    mean and spread added as two columns so that lowly and highly expressed genes differ.
+    knock-down of it can be placed among the programs it co-varies with. The loadings are taken
+    across single cells, with the gene's mean and spread added as two columns so that lowly and
+    highly expressed genes differ. With ``perturbation_labels``, the gene's embedding in the
+    space of perturbation responses is appended (:func:`response_gene_embedding`, the gene
+    embedding of the linear model of Ahlmann-Eltze, Huber & Anders, Nature Methods 2025): genes
+    that move together across perturbations, as members of one regulated program do, get close
+    features even when they barely co-vary in unperturbed cells.
 
     Parameters
     ----------
@@ -62,10 +68,15 @@ def gene_features_from_expression(
         Cells sampled (without replacement) to fit the axes, which bounds time and memory.
     seed
         Seed of that sample.
+    perturbation_labels
+        Optional perturbation label of every cell (controls included); adds
+        ``n_response_components`` columns ``response1, ...`` when there are at least three labels.
+    n_response_components
+        Dimension of the response embedding.
 
     Returns
     -------
-    DataFrame ``(n_genes, n_components + 2)`` indexed by gene name, columns standardised.
+    DataFrame indexed by gene name, columns standardised.
     """
     rng = np.random.default_rng(seed)
     n_obs = counts.shape[0]
@@ -81,9 +92,24 @@ def gene_features_from_expression(
         raise ValueError("Need at least two cells and two genes to derive perturbation features.")
     _, singular, components = np.linalg.svd(centred, full_matrices=False)
     loadings = components[:k].T * (singular[:k] / np.sqrt(len(rows)))
-    table = np.column_stack([loadings, mean, std]).astype(np.float32)
-    table = (table - table.mean(axis=0)) / np.maximum(table.std(axis=0), 1e-6)
+    blocks = [loadings, mean, std]
     columns = [f"pc{i + 1}" for i in range(k)] + ["mean", "std"]
+    if perturbation_labels is not None:
+        labels = np.asarray(perturbation_labels).astype(str)
+        names, codes = np.unique(labels, return_inverse=True)
+        if len(names) >= 3:
+            indicator = sparse.csr_matrix(
+                (np.ones(len(codes)), (codes, np.arange(len(codes)))),
+                shape=(len(names), len(codes)),
+            )
+            sums = indicator @ log_normalize(counts)
+            sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+            means = sums / np.bincount(codes)[:, None]
+            response = response_gene_embedding(means, n_response_components)
+            blocks.append(response)
+            columns += [f"response{i + 1}" for i in range(response.shape[1])]
+    table = np.column_stack(blocks).astype(np.float32)
+    table = (table - table.mean(axis=0)) / np.maximum(table.std(axis=0), 1e-6)
     return pd.DataFrame(table, index=pd.Index(gene_names, dtype=str), columns=columns)
 
 
@@ -103,3 +129,32 @@ def validate_feature_table(features: pd.DataFrame) -> pd.DataFrame:
     if not np.all(np.isfinite(values)):
         raise ValueError("`perturbation_features` contains NaN or infinite values.")
     return pd.DataFrame(values, index=features.index.astype(str), columns=features.columns)
+
+
+def response_gene_embedding(perturbation_means: np.ndarray, n_components: int = 10) -> np.ndarray:
+    """Embed genes by how they vary across the mean profiles of training perturbations.
+
+    The gene embedding of the linear model of Ahlmann-Eltze, Huber & Anders (Nature Methods
+    2025): the principal-component scores of the genes x perturbations matrix of mean
+    log-normalised expression, centred per gene. Genes that respond together get close
+    embeddings, and a perturbed gene is placed by its own response profile, so a gene never
+    perturbed in training still gets one as long as it is measured.
+
+    Parameters
+    ----------
+    perturbation_means
+        ``(n_perturbations, n_genes)`` mean log-normalised expression per training perturbation.
+    n_components
+        Embedding dimension ``K``; capped by the number of perturbations minus one.
+
+    Returns
+    -------
+    ``(n_genes, K)`` gene scores ``U_K S_K``.
+    """
+    matrix = np.asarray(perturbation_means, dtype=np.float64).T
+    centred = matrix - matrix.mean(axis=1, keepdims=True)
+    k = int(min(n_components, min(centred.shape) - 1))
+    if k < 1:
+        raise ValueError("Need at least two training perturbations to embed genes.")
+    left, singular, _ = np.linalg.svd(centred, full_matrices=False)
+    return left[:, :k] * singular[:k]

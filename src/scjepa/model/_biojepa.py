@@ -245,7 +245,11 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             return validate_feature_table(features)
         counts = get_layer(self.adata, self._setup_args["layer"])
         return gene_features_from_expression(
-            counts, self.adata.var_names, n_components=n_components, seed=settings.seed or 0
+            counts,
+            self.adata.var_names,
+            n_components=n_components,
+            seed=settings.seed or 0,
+            perturbation_labels=self.adata.obs[self._setup_args["perturbation_key"]].to_numpy(),
         )
 
     def _members(self, labels: Sequence[str]) -> np.ndarray:

@@ -1,0 +1,180 @@
+"""Held-out perturbation benchmark: BioJEPA against every baseline, several seeds, two data sets.
+
+For each data set and seed: generate data, split it with
+:func:`scjepa.data.split_perturbations` (unseen single genes, combinations with both / one
+member seen, one cell type whose perturbed cells are all held out), train BioJEPA on the
+training cells, fit the baselines on the same cells, predict every held-out perturbation from
+control cells of the matching cell types and score with :func:`scjepa.tl.evaluate_perturbation`.
+Prints one table (metric x split x method, mean ± sd over seeds) and writes it with the raw
+scores to ``--out``.
+
+Usage: python benchmarks/perturbation.py [--seeds 0 1 2] [--datasets demo wide] [--epochs 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import pandas as pd
+import scvi
+
+import scjepa
+
+DATASETS = {
+    # the bundled demo
+    "demo": {},
+    # more genes and programs, fewer cells per perturbation, two cell types
+    "wide": {
+        "n_cells": 5000,
+        "n_genes": 1500,
+        "n_programs": 20,
+        "n_perturbed_genes": 48,
+        "n_combinations": 40,
+        "n_cell_types": 2,
+        "median_library_size": 2500.0,
+    },
+}
+HELD_OUT_CELL_TYPE = "type_0"
+HEADLINE = ["pearson_delta_top20", "mse_top20"]
+LOWER_IS_BETTER = {"mse", "mae", "mse_top20", "mae_top20", "energy_distance", "mmd"}
+
+
+def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> pd.DataFrame:
+    scvi.settings.seed = seed
+    adata = scjepa.datasets.perturbseq_demo(seed=seed, **DATASETS[name])
+    scjepa.data.split_perturbations(
+        adata, seed=seed, held_out_cell_type=HELD_OUT_CELL_TYPE, labels_key="cell_type"
+    )
+    train = adata[adata.obs.split == "train"].copy()
+    test = adata[adata.obs.split != "train"].copy()
+    controls = train[train.obs.perturbation == "control"]
+    sources = {
+        "seen_cell_types": controls[controls.obs.cell_type != HELD_OUT_CELL_TYPE].copy(),
+        "held_out_cell_type": controls[controls.obs.cell_type == HELD_OUT_CELL_TYPE].copy(),
+    }
+
+    scjepa.BioJEPA.setup_anndata(
+        train,
+        layer="counts",
+        perturbation_key="perturbation",
+        batch_key="batch",
+        labels_key="cell_type",
+    )
+    model = scjepa.BioJEPA(train, **model_kwargs)
+    start = time.time()
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    train_seconds = time.time() - start
+    baselines = [
+        scjepa.baselines.NoChangeBaseline().fit(train),
+        scjepa.baselines.MeanPerturbationBaseline().fit(train),
+        scjepa.baselines.LinearBaseline().fit(train),
+    ]
+    additive = scjepa.baselines.AdditiveBaseline().fit(train)
+    trained_singles = {m[0] for m in additive.members_.values() if len(m) == 1}
+
+    frames = []
+    for source_name, source in sources.items():
+        in_source = test.obs.split == "unseen_cell_type"
+        if source_name == "seen_cell_types":
+            in_source = ~in_source
+        real = test[in_source]
+        labels = sorted(real.obs.perturbation.unique())
+        predictions = {"BioJEPA": model.predict_perturbation(labels, adata=source)}
+        for baseline in baselines:
+            predictions[baseline.name] = baseline.predict_perturbation(labels, source)
+        additive_labels = [label for label in labels if set(label.split("+")) <= trained_singles]
+        if additive_labels:
+            predictions["additive"] = additive.predict_perturbation(additive_labels, source)
+        scores, _ = scjepa.tl.evaluate_perturbation(
+            predictions, real, control=source, de=de, seed=seed
+        )
+        frames.append(scores)
+    scores = pd.concat(frames, ignore_index=True)
+    scores["dataset"], scores["seed"], scores["train_seconds"] = name, seed, train_seconds
+    print(f"{name} seed {seed}: trained {train.n_obs} cells in {train_seconds:.0f} s", flush=True)
+    return scores
+
+
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean over perturbations per seed, then mean ± sd over seeds."""
+    metrics = [
+        c
+        for c in scores.columns
+        if c
+        not in {"method", "perturbation", "split", "dataset", "seed", "n_cells", "train_seconds"}
+    ]
+    per_seed = scores.groupby(["dataset", "split", "method", "seed"])[metrics].mean()
+    grouped = per_seed.groupby(["dataset", "split", "method"])
+    return grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
+
+
+def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
+    """For each data set, split and headline metric: BioJEPA against the best baseline."""
+    per_seed = scores.groupby(["dataset", "split", "method", "seed"])[HEADLINE].mean()
+    rows = []
+    for (dataset, split), block in per_seed.groupby(["dataset", "split"]):
+        means = block.groupby("method").mean()
+        sds = block.groupby("method").std().fillna(0.0)
+        for metric in HEADLINE:
+            lower = metric in LOWER_IS_BETTER
+            others = means.drop(index="BioJEPA")[metric]
+            best = others.idxmin() if lower else others.idxmax()
+            margin = (others[best] - means.loc["BioJEPA", metric]) * (1 if lower else -1)
+            spread = max(sds.loc["BioJEPA", metric], sds.loc[best, metric])
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "metric": metric,
+                    "BioJEPA": round(means.loc["BioJEPA", metric], 3),
+                    "best baseline": best,
+                    "baseline value": round(others[best], 3),
+                    "margin": round(margin, 3),
+                    "seed sd": round(spread, 3),
+                    "wins": bool(margin > spread),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
+    parser.add_argument("--no-de", action="store_true", help="skip the Wilcoxon DE overlap")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    scores = pd.concat(
+        [
+            run_one(name, seed, args.epochs, json.loads(args.model_kwargs), not args.no_de)
+            for name in args.datasets
+            for seed in args.seeds
+        ],
+        ignore_index=True,
+    )
+    table = summarise(scores)
+    check = bar_check(scores)
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_columns", 30)
+    print(table.to_string())
+    print()
+    print(check.to_string(index=False))
+    scores.to_csv(os.path.join(args.out, "perturbation_scores.csv"), index=False)
+    with open(os.path.join(args.out, "perturbation.md"), "w") as handle:
+        handle.write(f"seeds {args.seeds}, {args.epochs} epochs, model {args.model_kwargs}\n\n")
+        handle.write(table.to_string())
+        handle.write("\n\n")
+        handle.write(check.to_string(index=False))
+        handle.write("\n")
+    print(f"written to {args.out}/perturbation.md")
+
+
+if __name__ == "__main__":
+    main()
