@@ -52,3 +52,28 @@ def test_delta_metrics():
         np.mean(observed[top] ** 2)
     )
     assert np.isnan(pearson_delta(control, observed, control))
+
+
+def test_linear_baseline_covers_unseen_genes_and_fits_its_training_data(adata):
+    means = perturbation_means(adata, layer="counts")
+    singles = [p for p in means.index if p != "control" and "+" not in p]
+    train = adata[adata.obs.perturbation != singles[0]].copy()
+    linear = scjepa.baselines.LinearBaseline(n_components=6, ridge=1e-6).fit(train)
+    assert linear.gene_embedding_.shape == (adata.n_vars, 6)
+    # a never-perturbed but measured gene is predicted
+    unseen = linear.predict_perturbation([singles[0]], controls_of(adata))
+    assert np.isfinite(unseen.X).all()
+    # with a tiny ridge, K components reproduce the training profiles as well as rank K allows
+    control = means.loc["control"].to_numpy()
+    trained = [p for p in means.index if p not in ("control", singles[0])]
+    fitted = np.stack([linear.delta(p) for p in trained])
+    observed = means.loc[trained].to_numpy() - control
+    assert np.corrcoef(fitted.ravel(), observed.ravel())[0, 1] > 0.8
+    mean_error = np.mean((observed - observed.mean(axis=0)) ** 2)
+    assert np.mean((fitted - observed) ** 2) < mean_error
+    with pytest.raises(KeyError, match="NOT_A_GENE"):
+        linear.delta("NOT_A_GENE")
+    with pytest.raises(ValueError, match="two training perturbations"):
+        scjepa.baselines.LinearBaseline().fit(
+            adata[adata.obs.perturbation.isin(["control", singles[1]])].copy()
+        )

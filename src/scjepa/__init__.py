@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from scjepa import baselines, data, datasets, metrics, model, module, tl, train
+from scjepa import baselines, data, datasets, metrics, model, module, pl, tl, train
 from scjepa.model import BioJEPA
 
 try:
@@ -18,6 +18,7 @@ __all__ = [
     "metrics",
     "model",
     "module",
+    "pl",
     "tl",
     "train",
 ]

@@ -44,6 +44,7 @@ def gene_features_from_expression(
     seed: int = 0,
     perturbation_labels: np.ndarray | None = None,
     n_response_components: int = 10,
+    delimiter: str = "+",
 ) -> pd.DataFrame:
     """Describe every measured gene by its loadings on the main axes of expression variation.
 
@@ -54,7 +55,10 @@ def gene_features_from_expression(
     space of perturbation responses is appended (:func:`response_gene_embedding`, the gene
     embedding of the linear model of Ahlmann-Eltze, Huber & Anders, Nature Methods 2025): genes
     that move together across perturbations, as members of one regulated program do, get close
-    features even when they barely co-vary in unperturbed cells.
+    features even when they barely co-vary in unperturbed cells. A perturbed gene's own
+    expression under its own perturbation is left out of that embedding (replaced by its median
+    over perturbations): it carries the knock-down itself, which genes never perturbed in
+    training cannot show, and would set seen and unseen genes apart.
 
     Parameters
     ----------
@@ -73,6 +77,8 @@ def gene_features_from_expression(
         ``n_response_components`` columns ``response1, ...`` when there are at least three labels.
     n_response_components
         Dimension of the response embedding.
+    delimiter
+        Separator of combination members in ``perturbation_labels``.
 
     Returns
     -------
@@ -105,12 +111,26 @@ def gene_features_from_expression(
             sums = indicator @ log_normalize(counts)
             sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
             means = sums / np.bincount(codes)[:, None]
+            _mask_own_targets(means, names, gene_names, delimiter)
             response = response_gene_embedding(means, n_response_components)
             blocks.append(response)
             columns += [f"response{i + 1}" for i in range(response.shape[1])]
     table = np.column_stack(blocks).astype(np.float32)
     table = (table - table.mean(axis=0)) / np.maximum(table.std(axis=0), 1e-6)
     return pd.DataFrame(table, index=pd.Index(gene_names, dtype=str), columns=columns)
+
+
+def _mask_own_targets(
+    means: np.ndarray, labels: np.ndarray, gene_names: pd.Index, delimiter: str
+) -> None:
+    """Replace each perturbed gene's mean under its own perturbation by its median over labels."""
+    position = {str(name): i for i, name in enumerate(gene_names)}
+    median = np.median(means, axis=0)
+    for row, label in enumerate(labels):
+        for member in str(label).split(delimiter):
+            column = position.get(member)
+            if column is not None:
+                means[row, column] = median[column]
 
 
 def validate_feature_table(features: pd.DataFrame) -> pd.DataFrame:

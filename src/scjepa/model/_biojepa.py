@@ -250,6 +250,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             n_components=n_components,
             seed=settings.seed or 0,
             perturbation_labels=self.adata.obs[self._setup_args["perturbation_key"]].to_numpy(),
+            delimiter=self._setup_args["perturbation_delimiter"],
         )
 
     def _members(self, labels: Sequence[str]) -> np.ndarray:

@@ -390,7 +390,6 @@ class BioJEPAModule(BaseModuleClass):
             )
         return outputs
 
-
     def _readout_loss(
         self,
         context: torch.Tensor,
