@@ -118,18 +118,44 @@ def test_optimal_matching_recovers_the_pairing():
     assert float(random_pairs) > 0.1
 
 
-def test_combinations_start_additive_and_unseen_members_embed():
+def test_perturbation_encoder_members_and_interaction():
     torch.manual_seed(0)
     encoder = PerturbationEncoder(torch.randn(5, 3), n_output=4)
-    a, b, ab = encoder(torch.tensor([[0, -1], [1, -1], [0, 1]]))
-    torch.testing.assert_close(ab, a + b)  # interaction term starts at zero
-    control = encoder(torch.tensor([[-1, -1]]))
-    assert torch.all(control == 0)
-    unseen = encoder(torch.tensor([[4, -1]]))
+    members, interaction = encoder(torch.tensor([[0, -1], [1, -1], [0, 1]]))
+    assert members.shape == (3, 2, 4) and interaction.shape == (3, 4)
+    torch.testing.assert_close(members[2, 0], members[0, 0])
+    torch.testing.assert_close(members[2, 1], members[1, 0])
+    assert torch.all(members[:2, 1] == 0)
+    assert torch.all(interaction == 0)  # the interaction starts at zero
+    control_members, control_interaction = encoder(torch.tensor([[-1, -1]]))
+    assert torch.all(control_members == 0) and torch.all(control_interaction == 0)
+    unseen, _ = encoder(torch.tensor([[4, -1]]))
     assert unseen.abs().sum() > 0
     with torch.no_grad():
         encoder.interaction[-1].bias.fill_(1.0)
-    a, b, ab = encoder(torch.tensor([[0, -1], [1, -1], [0, 1]]))
-    assert not torch.allclose(ab, a + b)
-    ba = encoder(torch.tensor([[1, 0]]))
-    torch.testing.assert_close(ba[0], ab)  # members form a set: order does not matter
+    _, interaction = encoder(torch.tensor([[0, -1], [0, 1], [1, 0]]))
+    assert torch.all(interaction[0] == 0) and interaction[1].abs().sum() > 0
+    torch.testing.assert_close(interaction[2], interaction[1])  # members form a set
+
+
+def test_combinations_start_additive_in_the_predicted_embedding():
+    torch.manual_seed(0)
+    module = BioJEPAModule(
+        n_input=12,
+        n_latent=8,
+        n_hidden=16,
+        perturbation_features=torch.randn(4, 3),
+        perturbation_members=torch.tensor([[-1, -1], [0, -1], [1, -1], [0, 1]]),
+        control_code=0,
+    )
+    with torch.no_grad():  # a trained-looking predictor, so shifts are not zero
+        for parameter in module.predictor.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    context = torch.randn(5, 8)
+    rows = {
+        name: torch.tensor([code]).expand(5, -1)
+        for name, code in {"none": [-1, -1], "a": [0, -1], "b": [1, -1], "ab": [0, 1]}.items()
+    }
+    z = {name: module.predict_under(context, members) for name, members in rows.items()}
+    assert (z["a"] - z["none"]).abs().mean() > 1e-3
+    torch.testing.assert_close(z["ab"] - z["none"], (z["a"] - z["none"]) + (z["b"] - z["none"]))

@@ -185,14 +185,44 @@ class BioJEPAModule(BaseModuleClass):
         normalized, _ = log_normalize(x)
         return self.target_encoder(normalized)
 
-    def condition(self, task: Task, n: int, members=None, dose=None) -> torch.Tensor:
-        """Context vectors ``(n, n_perturbation_embedding)`` for ``task``, optionally perturbed."""
-        token = self.task_embedding.weight[int(task)].expand(n, -1)
-        if members is None:
-            return token
+    def condition(self, task: Task, n: int) -> torch.Tensor:
+        """Context vectors ``(n, n_perturbation_embedding)`` of ``task``."""
+        return self.task_embedding.weight[int(task)].expand(n, -1)
+
+    def predict_under(
+        self, context: torch.Tensor, members: torch.Tensor, dose: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predicted embeddings of cells with embeddings ``context`` under perturbations.
+
+        Members act additively on the predicted embedding, and a learned interaction adds the
+        departure from additivity:
+        ``ẑ_S = ẑ_∅ + Σ_{a∈S} (P(z, t + e_a) − ẑ_∅) + (P(z, t + e_S) − ẑ_∅)``, with
+        ``ẑ_∅ = P(z, t)`` the prediction without perturbation, ``P`` the predictor, ``t`` the
+        perturbation task token, ``e_a`` member and ``e_S`` interaction embeddings. Each
+        member's shift still depends on the cell it acts on. Latent additivity of perturbation
+        effects follows CPA (Lotfollahi et al., Molecular Systems Biology 2023); the interaction
+        starts at zero, so combinations are additive until combinations in training say
+        otherwise.
+        """
         if self.perturbation_encoder is None:
             raise ValueError("This model was set up without a perturbation key.")
-        return token + self.perturbation_encoder(members, dose if self.use_dose else None)
+        n = len(context)
+        token = self.condition(Task.PERTURBATION, n)
+        unperturbed = self.predictor(context, token)
+        embedded, interaction = self.perturbation_encoder(
+            members, dose if self.use_dose else None
+        )
+        predicted = unperturbed
+        for slot in range(members.shape[1]):
+            rows = torch.nonzero(members[:, slot] >= 0).reshape(-1)
+            if len(rows):
+                shift = self.predictor(context[rows], token[rows] + embedded[rows, slot])
+                predicted = predicted.index_add(0, rows, shift - unperturbed[rows])
+        combined = torch.nonzero((members >= 0).sum(dim=1) > 1).reshape(-1)
+        if len(combined):
+            shift = self.predictor(context[combined], token[combined] + interaction[combined])
+            predicted = predicted.index_add(0, combined, shift - unperturbed[combined])
+        return predicted
 
     @auto_move_data
     def predict_perturbed(
@@ -200,10 +230,7 @@ class BioJEPAModule(BaseModuleClass):
     ) -> torch.Tensor:
         """Predicted embeddings of cells ``x`` (raw counts) under perturbations ``members``."""
         normalized, _ = log_normalize(x)
-        context = self.encoder(normalized)
-        return self.predictor(
-            context, self.condition(Task.PERTURBATION, len(context), members, dose)
-        )
+        return self.predict_under(self.encoder(normalized), members, dose)
 
     @auto_move_data
     def decode(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
@@ -353,10 +380,7 @@ class BioJEPAModule(BaseModuleClass):
         if not contexts:
             return None
         context = torch.cat(contexts)
-        condition = self.condition(
-            Task.PERTURBATION, len(context), torch.cat(members), torch.cat(doses)
-        )
-        predicted = self.predictor(context, condition)
+        predicted = self.predict_under(context, torch.cat(members), torch.cat(doses))
         readout = self._readout_loss(
             context,
             predicted,
@@ -406,9 +430,7 @@ class BioJEPAModule(BaseModuleClass):
         unperturbed_members = torch.full(
             (len(context), self.perturbation_members.shape[1]), -1, device=context.device
         )
-        unperturbed = self.predictor(
-            context, self.condition(Task.PERTURBATION, len(context), unperturbed_members, dose)
-        )
+        unperturbed = self.predict_under(context, unperturbed_members, dose)
         scale = NORMALIZATION_TARGET_SUM
         decoded = torch.log1p(self.decoder(predicted, batch_index) * scale)
         reference = torch.log1p(self.decoder(unperturbed, batch_index) * scale)
