@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests --nbmake tutorials --nbmake-timeout=900
 
 lint: setup
 	$(BIN)/python -m ruff check src tests scripts benchmarks

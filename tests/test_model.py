@@ -132,6 +132,7 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_allclose(again.X, pred.X, rtol=1e-6, atol=1e-6)
     assert loaded.is_trained
     assert loaded.target_gene_effect_ == model.target_gene_effect_
+    assert loaded.target_gene_effects_ == model.target_gene_effects_ != {}
     pd.testing.assert_frame_equal(loaded.history["train_loss"], model.history["train_loss"])
 
     from_disk = scjepa.BioJEPA.load(tmp_path / "model")

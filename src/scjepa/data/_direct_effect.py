@@ -10,19 +10,19 @@ from scjepa.data._features import log_normalize
 from scjepa.data._perturbations import parse_perturbation
 
 
-def target_gene_effect(
+def target_gene_effects(
     adata: AnnData,
     counts,
     perturbation_key: str,
     control_value: str,
     delimiter: str = "+",
-) -> float | None:
-    """Median change of a perturbed gene's own log-normalised expression, over single perturbations.
+) -> dict[str, float]:
+    """Change of each perturbed gene's own log-normalised expression under its single perturbation.
 
     CRISPR interference lowers and CRISPR activation raises the targeted gene itself; this is
-    usually the largest single change a genetic perturbation causes, and it is the same kind of
-    change for every target. Its typical size, learned from the perturbations seen in training,
-    is applied to targets never seen perturbed.
+    usually the largest single change a genetic perturbation causes. Measured per target in
+    training, it is reused for combinations containing that target; its median is the typical
+    direct effect applied to targets never seen perturbed.
 
     Parameters
     ----------
@@ -39,7 +39,7 @@ def target_gene_effect(
 
     Returns
     -------
-    The median change, or ``None`` if no single perturbation targets a measured gene.
+    Change per targeted gene; empty if no single perturbation targets a measured gene.
     """
     labels = adata.obs[perturbation_key].astype(str).to_numpy()
     is_control = labels == control_value
@@ -50,14 +50,15 @@ def target_gene_effect(
         if len(members) == 1 and members[0] in gene_position:
             targets[label] = gene_position[members[0]]
     if not targets or not is_control.any():
-        return None
+        return {}
     genes = sorted(set(targets.values()))
     expression = log_normalize(counts[:, genes], library=np.asarray(counts.sum(axis=1)).ravel())
     expression = expression.toarray() if sparse.issparse(expression) else expression
     column = {g: i for i, g in enumerate(genes)}
     control_mean = expression[is_control].mean(axis=0)
-    changes = [
-        expression[labels == label, column[g]].mean() - control_mean[column[g]]
+    return {
+        str(adata.var_names[g]): float(
+            expression[labels == label, column[g]].mean() - control_mean[column[g]]
+        )
         for label, g in targets.items()
-    ]
-    return float(np.median(changes))
+    }

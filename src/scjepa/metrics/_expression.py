@@ -24,6 +24,13 @@ def log_normalized_matrix(adata: AnnData, layer: str | None = None) -> np.ndarra
     return log_normalize(adata.layers[layer])
 
 
+def mean_profile(matrix: np.ndarray | sparse.spmatrix) -> np.ndarray:
+    """Mean over cells (rows) in float64, so that equal inputs give equal means to the last bit."""
+    if sparse.issparse(matrix):
+        matrix = matrix.astype(np.float64)
+    return np.asarray(matrix.mean(axis=0, dtype=np.float64)).ravel()
+
+
 def perturbation_means(
     adata: AnnData, perturbation_key: str = "perturbation", layer: str | None = None
 ) -> pd.DataFrame:

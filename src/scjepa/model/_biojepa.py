@@ -24,7 +24,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.utils import setup_anndata_dsp
 
 from scjepa._constants import NORMALIZATION_TARGET_SUM, SCJEPA_KEYS
-from scjepa.data._direct_effect import target_gene_effect
+from scjepa.data._direct_effect import target_gene_effects
 from scjepa.data._features import (
     gene_features_from_expression,
     log_normalize,
@@ -114,6 +114,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         self._check_var_names_unique(adata)
         self.perturbation_vocabulary_: list[str] | None = None
         self.target_gene_effect_: float | None = None
+        self.target_gene_effects_: dict[str, float] = {}
         features, members, ctrl = None, None, None
         if SCJEPA_KEYS.PERTURBATION_KEY in self.adata_manager.data_registry:
             table = self._perturbation_feature_table(perturbation_features, n_perturbation_features)
@@ -352,13 +353,15 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         layer = get_layer(self.adata, self._setup_args["layer"])
         if self.module.perturbation_encoder is not None:
-            self.target_gene_effect_ = target_gene_effect(
+            self.target_gene_effects_ = target_gene_effects(
                 self.adata,
                 layer,
                 self._setup_args["perturbation_key"],
                 self._setup_args["control_value"],
                 self._setup_args["perturbation_delimiter"],
             )
+            effects = list(self.target_gene_effects_.values())
+            self.target_gene_effect_ = float(np.median(effects)) if effects else None
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -458,7 +461,8 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             from the decoder's negative binomial at the source cell's library size, also stored
             in ``layers["counts"]``. ``"mean"``: ``log1p`` of the decoder's expected normalised
             expression. In every mode a perturbation's measured target genes change by the
-            typical direct effect seen in training (``model.target_gene_effect_``).
+            direct effect measured for it in training (``model.target_gene_effects_``), or for
+            genes never perturbed alone the median of those (``model.target_gene_effect_``).
         seed
             Seed of the sampling, so predictions are reproducible.
 
@@ -527,11 +531,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
                     values_p = observed + (log_mean - reference)
                 else:
                     values_p = log_mean
-                if target_columns[p] and self.target_gene_effect_ is not None:
-                    base = observed if expression == "shift" else values_p
-                    values_p[:, target_columns[p]] = (
-                        base[:, target_columns[p]] + self.target_gene_effect_
-                    )
+                base = observed if expression == "shift" else values_p
+                for column, effect in target_columns[p]:
+                    values_p[:, column] = base[:, column] + effect
                 rows_x.append(np.maximum(values_p, 0.0))
             embeddings.append(np.stack(rows_z, axis=1))
             values.append(np.stack(rows_x, axis=1))
@@ -568,8 +570,14 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         scale = self.module.decode(z, batch_index)
         return z.cpu().numpy(), torch.log1p(scale * NORMALIZATION_TARGET_SUM).cpu().numpy()
 
-    def _target_gene_columns(self, names: list[str]) -> list[list[int]]:
-        """Columns of the measured genes that each perturbation targets directly."""
+    def _target_gene_columns(self, names: list[str]) -> list[list[tuple[int, float]]]:
+        """Columns of the measured genes each perturbation targets, with their direct effects.
+
+        A target measured perturbed alone in training keeps its own measured effect; any other
+        gets the median over targets (``target_gene_effect_``).
+        """
+        if self.target_gene_effect_ is None:
+            return [[] for _ in names]
         position = {name: i for i, name in enumerate(self._training_var_names)}
         members = [
             parse_perturbation(
@@ -577,7 +585,14 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             )
             for name in names
         ]
-        return [[position[m] for m in group if m in position] for group in members]
+        return [
+            [
+                (position[m], self.target_gene_effects_.get(m, self.target_gene_effect_))
+                for m in group
+                if m in position
+            ]
+            for group in members
+        ]
 
     def _dose_tensor(self, dose: float | None) -> torch.Tensor | None:
         if not self.module.use_dose:

@@ -11,7 +11,7 @@ from anndata import AnnData
 from matplotlib.axes import Axes
 
 from scjepa.metrics._delta import pearson_delta, top_changed_genes
-from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
+from scjepa.metrics._expression import log_normalized_matrix, mean_profile, perturbation_means
 
 
 def perturbation_scatter(
@@ -69,7 +69,7 @@ def perturbation_scatter(
         control = real[labels == control_value]
     if control.n_obs == 0:
         raise ValueError(f"No control cells labelled {control_value!r}; pass `control=`.")
-    control_mean = np.asarray(log_normalized_matrix(control, layer).mean(axis=0)).ravel()
+    control_mean = mean_profile(log_normalized_matrix(control, layer))
     observed = perturbation_means(real[labels == perturbation], perturbation_key, layer)
     observed_delta = observed.iloc[0].to_numpy() - control_mean
     top = top_changed_genes(observed_delta, top_k)

@@ -21,7 +21,7 @@ from scjepa.metrics._delta import (
     pearson_delta,
 )
 from scjepa.metrics._distribution import energy_distance, mmd
-from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
+from scjepa.metrics._expression import log_normalized_matrix, mean_profile, perturbation_means
 
 _PCA_CELLS = 5000
 
@@ -118,7 +118,7 @@ def evaluate_perturbation(
         raise ValueError("`real` holds no perturbed cells to evaluate against.")
 
     control_matrix = log_normalized_matrix(control, layer)
-    control_mean = np.asarray(control_matrix.mean(axis=0)).ravel()
+    control_mean = mean_profile(control_matrix)
     observed_matrix = log_normalized_matrix(perturbed, layer)
     observed = perturbation_means(perturbed, perturbation_key, layer)
     observed_deltas = observed.to_numpy() - control_mean
