@@ -1,6 +1,6 @@
 """Train BioJEPA on the Perturb-seq demo, predict held-out perturbations, compare to baselines.
 
-Usage: python scripts/demo.py [--epochs N] [--out DIR]
+Usage: python scripts/demo.py [--epochs N] [--out DIR] [--seed S]
 """
 
 from __future__ import annotations
@@ -13,33 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scvi  # noqa: E402
 
 import scjepa  # noqa: E402
 
-
-def evaluate(predictions: dict, test, control_mean: np.ndarray, top_k: int = 20) -> pd.DataFrame:
-    observed = scjepa.metrics.perturbation_means(test, layer="counts")
-    rows = []
-    for method, pred in predictions.items():
-        predicted = scjepa.metrics.perturbation_means(pred)
-        for label in predicted.index:
-            p, o = predicted.loc[label].to_numpy(), observed.loc[label].to_numpy()
-            rows.append(
-                {
-                    "method": method,
-                    "perturbation": label,
-                    "split": test.obs.loc[test.obs.perturbation == label, "split"].iloc[0],
-                    "pearson_delta": scjepa.metrics.pearson_delta(p, o, control_mean),
-                    f"pearson_delta_top{top_k}": scjepa.metrics.pearson_delta(
-                        p, o, control_mean, top_k
-                    ),
-                    f"mse_top{top_k}": scjepa.metrics.mse_delta(p, o, control_mean, top_k),
-                }
-            )
-    return pd.DataFrame(rows)
+HEADLINE = ["pearson_delta_top20", "mse_top20", "discrimination", "de_overlap_top20"]
 
 
 def main() -> None:
@@ -55,6 +34,7 @@ def main() -> None:
     held_out = scjepa.data.split_perturbations(adata, seed=args.seed)
     train = adata[adata.obs.split == "train"].copy()
     test = adata[adata.obs.split != "train"].copy()
+    controls = train[train.obs.perturbation == "control"].copy()
     print(
         f"{train.n_obs} training cells, {test.n_obs} held-out cells;",
         {k: len(v) for k, v in held_out.items()},
@@ -72,47 +52,40 @@ def main() -> None:
     model.train(max_epochs=args.epochs)
     print(f"trained in {time.time() - start:.0f} s")
 
-    controls = train[train.obs.perturbation == "control"].copy()
     labels = sorted(test.obs.perturbation.unique())
     predictions = {"BioJEPA": model.predict_perturbation(labels, adata=controls)}
     for baseline in (
         scjepa.baselines.NoChangeBaseline(),
         scjepa.baselines.MeanPerturbationBaseline(),
+        scjepa.baselines.LinearBaseline(),
     ):
         predictions[baseline.name] = baseline.fit(train).predict_perturbation(labels, controls)
-    additive = scjepa.baselines.AdditiveBaseline().fit(train)
     combos = held_out["combo_both_seen"]
+    additive = scjepa.baselines.AdditiveBaseline().fit(train)
     predictions["additive"] = additive.predict_perturbation(combos, controls)
 
-    control_mean = (
-        scjepa.metrics.perturbation_means(controls, layer="counts").loc["control"].to_numpy()
+    scores, summary = scjepa.tl.evaluate_perturbation(
+        predictions, test, control=controls, seed=args.seed
     )
-    scores = evaluate(predictions, test, control_mean)
-    summary = scores.groupby(["split", "method"]).mean(numeric_only=True).round(3)
-    print(summary.to_string())
+    pd.set_option("display.width", 200)
+    print(summary[HEADLINE].round(3).to_string())
     scores.to_csv(os.path.join(args.out, "scores.csv"), index=False)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    table = summary.reset_index().pivot(
-        index="split", columns="method", values="pearson_delta_top20"
-    )
-    table.plot.bar(ax=axes[0], rot=0)
-    axes[0].set_ylabel("Pearson delta, top-20 DE genes")
-    axes[0].set_title("Held-out perturbations")
+    fig = plt.figure(figsize=(14, 8))
+    grid = fig.add_gridspec(2, 3)
+    scjepa.pl.metric_bars(scores, "pearson_delta_top20", ax=fig.add_subplot(grid[0, :2]))
+    scjepa.pl.metric_bars(scores, "mse_top20", ax=fig.add_subplot(grid[0, 2]))
     example = combos[0] if combos else labels[0]
-    observed = scjepa.metrics.perturbation_means(test, layer="counts").loc[example] - control_mean
-    predicted = (
-        scjepa.metrics.perturbation_means(predictions["BioJEPA"]).loc[example] - control_mean
+    scjepa.pl.perturbation_scatter(
+        {name: predictions[name] for name in ("BioJEPA", "additive", "linear")},
+        test,
+        example,
+        control=controls,
+        axes=[fig.add_subplot(grid[1, i]) for i in range(3)],
     )
-    axes[1].scatter(observed, predicted, s=6)
-    lim = np.abs(np.concatenate([observed, predicted])).max()
-    axes[1].plot([-lim, lim], [-lim, lim], color="grey", lw=0.8)
-    axes[1].set_xlabel("observed change from control")
-    axes[1].set_ylabel("predicted change (BioJEPA)")
-    axes[1].set_title(example)
     fig.tight_layout()
     path = os.path.join(args.out, "demo_metrics.png")
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     print(f"figure saved to {path}")
 
 
