@@ -36,6 +36,25 @@ def log_normalize(counts, library: np.ndarray | None = None) -> np.ndarray | spa
     return np.log1p(np.asarray(counts, dtype=np.float32) * scale[:, None])
 
 
+def group_means(
+    matrix: np.ndarray | sparse.spmatrix, labels: np.ndarray, names: np.ndarray | list[str]
+) -> np.ndarray:
+    """Mean row of ``matrix`` per label: ``(len(names), n_columns)``, rows ordered as ``names``.
+
+    One sparse indicator product, so sparse matrices are never densified cell by cell.
+    """
+    codes = pd.Categorical(np.asarray(labels).astype(str), categories=list(names)).codes
+    keep = codes >= 0
+    rows = np.flatnonzero(keep)
+    indicator = sparse.csr_matrix(
+        (np.ones(len(rows)), (codes[keep], rows)), shape=(len(names), len(codes))
+    )
+    sums = indicator @ matrix
+    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+    counts = np.bincount(codes[keep], minlength=len(names))[:, None]
+    return sums / np.maximum(counts, 1)
+
+
 def gene_features_from_expression(
     counts,
     gene_names: pd.Index,
@@ -102,15 +121,9 @@ def gene_features_from_expression(
     columns = [f"pc{i + 1}" for i in range(k)] + ["mean", "std"]
     if perturbation_labels is not None:
         labels = np.asarray(perturbation_labels).astype(str)
-        names, codes = np.unique(labels, return_inverse=True)
+        names = np.unique(labels)
         if len(names) >= 3:
-            indicator = sparse.csr_matrix(
-                (np.ones(len(codes)), (codes, np.arange(len(codes)))),
-                shape=(len(names), len(codes)),
-            )
-            sums = indicator @ log_normalize(counts)
-            sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
-            means = sums / np.bincount(codes)[:, None]
+            means = group_means(log_normalize(counts), labels, names)
             _mask_own_targets(means, names, gene_names, delimiter)
             response = response_gene_embedding(means, n_response_components)
             blocks.append(response)

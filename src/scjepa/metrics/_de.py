@@ -10,6 +10,8 @@ import scanpy as sc
 from anndata import AnnData
 from scipy import sparse
 
+from scjepa.metrics._expression import mean_profile
+
 
 def de_genes(
     perturbed: np.ndarray | sparse.spmatrix,
@@ -58,9 +60,7 @@ def de_genes(
         )
     table = sc.get.rank_genes_groups_df(data, group="perturbed").set_index("names")
     table = table[table["pvals_adj"] < fdr]
-    difference = np.asarray(perturbed.mean(axis=0)).ravel() - np.asarray(
-        control.mean(axis=0)
-    ).ravel()
+    difference = mean_profile(perturbed) - mean_profile(control)
     table["mean_difference"] = pd.Series(difference, index=data.var_names).loc[table.index]
     order = table["mean_difference"].abs().sort_values(ascending=False, kind="stable").index
     return table.loc[order, ["mean_difference", "scores", "pvals_adj"]].rename(

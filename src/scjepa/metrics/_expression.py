@@ -7,7 +7,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from scjepa.data._features import log_normalize
+from scjepa.data._features import group_means, log_normalize
 
 
 def log_normalized_matrix(adata: AnnData, layer: str | None = None) -> np.ndarray | sparse.spmatrix:
@@ -37,14 +37,14 @@ def perturbation_means(
     """Mean log-normalised expression of each perturbation (rows) over genes (columns)."""
     if perturbation_key not in adata.obs:
         raise KeyError(f"Perturbation column {perturbation_key!r} not found in `adata.obs`.")
-    matrix = log_normalized_matrix(adata, layer)
-    labels = adata.obs[perturbation_key].astype(str).to_numpy()
-    names = list(dict.fromkeys(labels))
-    codes = pd.Categorical(labels, categories=names).codes
-    indicator = sparse.csr_matrix(
-        (np.ones(len(labels)), (codes, np.arange(len(labels)))), shape=(len(names), len(labels))
+    return labelled_means(
+        log_normalized_matrix(adata, layer),
+        adata.obs[perturbation_key].astype(str).to_numpy(),
+        adata.var_names,
     )
-    sums = indicator @ matrix
-    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
-    counts = np.bincount(codes, minlength=len(names))[:, None]
-    return pd.DataFrame(sums / counts, index=names, columns=adata.var_names)
+
+
+def labelled_means(matrix, labels: np.ndarray, var_names: pd.Index) -> pd.DataFrame:
+    """Mean profile per label of an already log-normalised matrix, labels in order of appearance."""
+    names = list(dict.fromkeys(labels))
+    return pd.DataFrame(group_means(matrix, labels, names), index=names, columns=var_names)

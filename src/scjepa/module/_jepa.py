@@ -209,9 +209,7 @@ class BioJEPAModule(BaseModuleClass):
         n = len(context)
         token = self.condition(Task.PERTURBATION, n)
         unperturbed = self.predictor(context, token)
-        embedded, interaction = self.perturbation_encoder(
-            members, dose if self.use_dose else None
-        )
+        embedded, interaction = self.perturbation_encoder(members, dose if self.use_dose else None)
         predicted = unperturbed
         for slot in range(members.shape[1]):
             rows = torch.nonzero(members[:, slot] >= 0).reshape(-1)

@@ -12,6 +12,7 @@ from matplotlib.axes import Axes
 
 from scjepa.metrics._delta import pearson_delta, top_changed_genes
 from scjepa.metrics._expression import log_normalized_matrix, mean_profile, perturbation_means
+from scjepa.tl._evaluate import as_prediction_mapping
 
 
 def perturbation_scatter(
@@ -57,11 +58,7 @@ def perturbation_scatter(
     -------
     The axes, one per method.
     """
-    predictions = (
-        {predicted.uns.get("scjepa", {}).get("method", "prediction"): predicted}
-        if isinstance(predicted, AnnData)
-        else dict(predicted)
-    )
+    predictions = as_prediction_mapping(predicted)
     labels = real.obs[perturbation_key].astype(str)
     if perturbation not in set(labels):
         raise ValueError(f"Perturbation {perturbation!r} has no observed cells in `real`.")

@@ -21,7 +21,12 @@ from scjepa.metrics._delta import (
     pearson_delta,
 )
 from scjepa.metrics._distribution import energy_distance, mmd
-from scjepa.metrics._expression import log_normalized_matrix, mean_profile, perturbation_means
+from scjepa.metrics._expression import (
+    labelled_means,
+    log_normalized_matrix,
+    mean_profile,
+    perturbation_means,
+)
 
 _PCA_CELLS = 5000
 
@@ -98,7 +103,7 @@ def evaluate_perturbation(
     ``scores``: one row per (method, perturbation) with ``split``, ``n_cells`` and every score;
     ``summary``: the mean of every score per (split, method).
     """
-    predictions = _as_mapping(predicted)
+    predictions = as_prediction_mapping(predicted)
     if perturbation_key not in real.obs:
         raise KeyError(f"Perturbation column {perturbation_key!r} not found in `real.obs`.")
     real_labels = real.obs[perturbation_key].astype(str).to_numpy()
@@ -120,7 +125,7 @@ def evaluate_perturbation(
     control_matrix = log_normalized_matrix(control, layer)
     control_mean = mean_profile(control_matrix)
     observed_matrix = log_normalized_matrix(perturbed, layer)
-    observed = perturbation_means(perturbed, perturbation_key, layer)
+    observed = labelled_means(observed_matrix, perturbed_labels, real.var_names)
     observed_deltas = observed.to_numpy() - control_mean
     perturbed_centroid = observed.to_numpy().mean(axis=0)
     split_of = _split_of(perturbed, perturbation_key, split_key)
@@ -189,7 +194,8 @@ def evaluate_perturbation(
     return scores, summary
 
 
-def _as_mapping(predicted) -> dict[str, AnnData]:
+def as_prediction_mapping(predicted) -> dict[str, AnnData]:
+    """``{method: predictions}`` from one prediction AnnData (named by its method) or a mapping."""
     if isinstance(predicted, AnnData):
         return {predicted.uns.get("scjepa", {}).get("method", "prediction"): predicted}
     if isinstance(predicted, Mapping) and predicted:
