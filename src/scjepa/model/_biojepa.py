@@ -509,17 +509,19 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
             n = x.shape[0]
             dose_n = None if dose_tensor is None else dose_tensor.expand(n)
+            # the context does not depend on the perturbation: encode each batch once
+            context = self.module.embed_context(x)
             if expression == "sample":
                 library = _library(x)[:, None]
             if expression == "shift":
                 reference = self._decoded_log_expression(
-                    x, no_perturbation.expand(n, -1), dose_n, batch_index
+                    context, no_perturbation.expand(n, -1), dose_n, batch_index
                 )[1]
                 observed = log_normalize(to_dense(x).cpu().numpy())
             rows_z, rows_x, rows_c = [], [], []
             for p in range(len(names)):
                 z, log_mean = self._decoded_log_expression(
-                    x, members[p].expand(n, -1), dose_n, batch_index
+                    context, members[p].expand(n, -1), dose_n, batch_index
                 )
                 rows_z.append(z)
                 if expression == "sample":
@@ -563,10 +565,13 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         return predicted
 
     def _decoded_log_expression(
-        self, x: torch.Tensor, members: torch.Tensor, dose, batch_index: torch.Tensor
+        self, context: torch.Tensor, members: torch.Tensor, dose, batch_index: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray]:
         """Predicted embeddings and ``log1p`` of expected normalised expression."""
-        z = self.module.predict_perturbed(x, members, dose)
+        device = context.device
+        z = self.module.predict_under(
+            context, members.to(device), None if dose is None else dose.to(device)
+        )
         scale = self.module.decode(z, batch_index)
         return z.cpu().numpy(), torch.log1p(scale * NORMALIZATION_TARGET_SUM).cpu().numpy()
 

@@ -204,6 +204,12 @@ class BioJEPAModule(BaseModuleClass):
         starts at zero, so combinations are additive until combinations in training say
         otherwise.
         """
+        return self._predict_with_reference(context, members, dose)[0]
+
+    def _predict_with_reference(
+        self, context: torch.Tensor, members: torch.Tensor, dose: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`predict_under` and the unperturbed prediction ``ẑ_∅`` it builds on."""
         if self.perturbation_encoder is None:
             raise ValueError("This model was set up without a perturbation key.")
         n = len(context)
@@ -220,15 +226,12 @@ class BioJEPAModule(BaseModuleClass):
         if len(combined):
             shift = self.predictor(context[combined], token[combined] + interaction[combined])
             predicted = predicted.index_add(0, combined, shift - unperturbed[combined])
-        return predicted
+        return predicted, unperturbed
 
     @auto_move_data
-    def predict_perturbed(
-        self, x: torch.Tensor, members: torch.Tensor, dose: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Predicted embeddings of cells ``x`` (raw counts) under perturbations ``members``."""
-        normalized, _ = log_normalize(x)
-        return self.predict_under(self.encoder(normalized), members, dose)
+    def embed_context(self, x: torch.Tensor) -> torch.Tensor:
+        """Online-encoder embeddings of raw counts ``x``, the context the predictor starts from."""
+        return self.encoder(log_normalize(x)[0])
 
     @auto_move_data
     def decode(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
@@ -256,6 +259,7 @@ class BioJEPAModule(BaseModuleClass):
             "z_target": z_target,
             "z_masked": self.encoder(masked),
             "library": library_size(x),
+            "normalized": normalized,
         }
         if self.perturbation_encoder is not None:
             outputs["z_online"] = self.encoder(normalized)
@@ -342,7 +346,7 @@ class BioJEPAModule(BaseModuleClass):
 
         z_online = inference_outputs["z_online"]
         z_target = inference_outputs["z_target"]
-        expression = to_dense(log_normalize(tensors[REGISTRY_KEYS.X_KEY])[0])
+        expression = to_dense(inference_outputs["normalized"])
         batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].long().reshape(-1)
         contexts, targets, members, doses, sizes, control_means, is_effect = (
             [],
@@ -378,12 +382,13 @@ class BioJEPAModule(BaseModuleClass):
         if not contexts:
             return None
         context = torch.cat(contexts)
-        predicted = self.predict_under(context, torch.cat(members), torch.cat(doses))
+        predicted, unperturbed = self._predict_with_reference(
+            context, torch.cat(members), torch.cat(doses)
+        )
         readout = self._readout_loss(
-            context,
             predicted,
+            unperturbed,
             torch.cat(context_batches),
-            torch.cat(doses),
             sizes,
             observed_changes,
             is_effect,
@@ -414,10 +419,9 @@ class BioJEPAModule(BaseModuleClass):
 
     def _readout_loss(
         self,
-        context: torch.Tensor,
         predicted: torch.Tensor,
+        unperturbed: torch.Tensor,
         batch_index: torch.Tensor,
-        dose: torch.Tensor,
         sizes: list[int],
         observed_changes: list[torch.Tensor],
         is_effect: list[bool],
@@ -425,10 +429,6 @@ class BioJEPAModule(BaseModuleClass):
         """Squared error of decoded population changes against observed ones, per gene."""
         if not any(is_effect):
             return predicted.new_zeros(())
-        unperturbed_members = torch.full(
-            (len(context), self.perturbation_members.shape[1]), -1, device=context.device
-        )
-        unperturbed = self.predict_under(context, unperturbed_members, dose)
         scale = NORMALIZATION_TARGET_SUM
         decoded = torch.log1p(self.decoder(predicted, batch_index) * scale)
         reference = torch.log1p(self.decoder(unperturbed, batch_index) * scale)
