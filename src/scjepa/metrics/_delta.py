@@ -27,6 +27,14 @@ def _deltas(predicted_mean, observed_mean, reference_mean, predicted_reference=N
     )
 
 
+def _delta_errors(predicted_mean, observed_mean, reference_mean, top_k, predicted_reference):
+    predicted, observed = _deltas(
+        predicted_mean, observed_mean, reference_mean, predicted_reference
+    )
+    genes = top_changed_genes(observed, top_k)
+    return predicted[genes] - observed[genes]
+
+
 def pearson_delta(
     predicted_mean: np.ndarray,
     observed_mean: np.ndarray,
