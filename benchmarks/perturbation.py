@@ -20,6 +20,7 @@ import time
 
 import pandas as pd
 import scvi
+from _report import report
 
 import scjepa
 
@@ -161,19 +162,14 @@ def main() -> None:
     )
     table = summarise(scores)
     check = bar_check(scores)
-    pd.set_option("display.width", 250)
-    pd.set_option("display.max_columns", 30)
-    print(table.to_string())
-    print()
-    print(check.to_string(index=False))
-    scores.to_csv(os.path.join(args.out, "perturbation_scores.csv"), index=False)
-    with open(os.path.join(args.out, "perturbation.md"), "w") as handle:
-        handle.write(f"seeds {args.seeds}, {args.epochs} epochs, model {args.model_kwargs}\n\n")
-        handle.write(table.to_string())
-        handle.write("\n\n")
-        handle.write(check.to_string(index=False))
-        handle.write("\n")
-    print(f"written to {args.out}/perturbation.md")
+    report(
+        "perturbation",
+        table,
+        check,
+        scores,
+        args.out,
+        f"seeds {args.seeds}, {args.epochs} epochs, model {args.model_kwargs}",
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Baselines with the same ``fit`` / ``predict_perturbation`` shape as BioJEPA."""
+"""Baselines with the same ``fit`` / ``predict_*`` shape as BioJEPA."""
 
 from scjepa.baselines._linear import LinearBaseline
 from scjepa.baselines._simple import (
@@ -7,11 +7,19 @@ from scjepa.baselines._simple import (
     NoChangeBaseline,
     PerturbationBaseline,
 )
+from scjepa.baselines._time import (
+    NearestTimeBaseline,
+    OTInterpolationBaseline,
+    TimeCourseBaseline,
+)
 
 __all__ = [
     "AdditiveBaseline",
     "LinearBaseline",
     "MeanPerturbationBaseline",
+    "NearestTimeBaseline",
     "NoChangeBaseline",
+    "OTInterpolationBaseline",
     "PerturbationBaseline",
+    "TimeCourseBaseline",
 ]

@@ -1,4 +1,4 @@
-"""The AnnData layout shared by every perturbation predictor (model and baselines)."""
+"""The AnnData layouts shared by every predictor (model and baselines)."""
 
 from __future__ import annotations
 
@@ -57,10 +57,81 @@ def prediction_anndata(
     obs.index = [
         f"{cell}-{p}" for p, cell in zip(obs["perturbation"], obs["source_cell"], strict=True)
     ]
+    return _predicted_cells(
+        obs,
+        source.var_names,
+        values,
+        embeddings,
+        counts,
+        method=method,
+        perturbations=list(perturbations),
+        **uns,
+    )
+
+
+def time_prediction_anndata(
+    source: AnnData,
+    source_index: np.ndarray | None,
+    target_time: float,
+    values: np.ndarray,
+    time_key: str = "time",
+    source_times: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+    method: str = "BioJEPA",
+    **uns,
+) -> AnnData:
+    """Assemble cells predicted at ``target_time``: one row per source cell.
+
+    Parameters
+    ----------
+    source
+        AnnData of the source cells (for a baseline, the observed cells it returns or moves).
+    source_index
+        Positions of the source cells in ``source``; ``None`` takes all.
+    target_time
+        The predicted time, written to ``obs[time_key]``.
+    values
+        ``(n_sources, n_genes)`` log-normalised expression.
+    time_key
+        Name of the time column.
+    source_times
+        Sampling time of each source cell, written to ``obs["source_time"]``.
+    embeddings
+        Optional predicted embeddings, stored in ``obsm["X_biojepa"]``.
+    method
+        Name of the predictor, stored in ``uns["scjepa"]["method"]``.
+    **uns
+        More entries for ``uns["scjepa"]``.
+    """
+    source_index = np.arange(source.n_obs) if source_index is None else source_index
+    obs = source.obs.iloc[source_index].copy()
+    obs = obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]]
+    obs["source_cell"] = np.asarray(obs.index, dtype=str)
+    if source_times is not None:
+        obs["source_time"] = np.asarray(source_times, dtype=float)
+    obs[time_key] = float(target_time)
+    names = pd.Index([f"{cell}-t{target_time:g}" for cell in obs["source_cell"]])
+    if not names.is_unique:  # a baseline may draw a source cell more than once
+        names = names + "-" + pd.Index(obs.groupby("source_cell").cumcount().astype(str))
+    obs.index = names
+    return _predicted_cells(
+        obs, source.var_names, values, embeddings, None, method=method, time=target_time, **uns
+    )
+
+
+def _predicted_cells(
+    obs: pd.DataFrame,
+    var_names: pd.Index,
+    values: np.ndarray,
+    embeddings: np.ndarray | None,
+    counts: np.ndarray | None,
+    method: str,
+    **uns,
+) -> AnnData:
     predicted = AnnData(
         X=np.asarray(values, dtype=np.float32),
         obs=obs,
-        var=pd.DataFrame(index=source.var_names.copy()),
+        var=pd.DataFrame(index=var_names.copy()),
     )
     if embeddings is not None:
         predicted.obsm[LATENT_OBSM_KEY] = np.asarray(embeddings, dtype=np.float32)
@@ -71,7 +142,6 @@ def prediction_anndata(
         "X": "log1p_normalized",
         "normalization_target_sum": NORMALIZATION_TARGET_SUM,
         "counts_layer": "counts" if counts is not None else None,
-        "perturbations": list(perturbations),
         **uns,
     }
     return predicted

@@ -1,4 +1,4 @@
-"""scvi-tools' data splitter, with minibatches from :class:`StratifiedPerturbationSampler`."""
+"""scvi-tools' data splitter, with minibatches built for scjepa's objectives."""
 
 from __future__ import annotations
 
@@ -6,15 +6,22 @@ import numpy as np
 from scvi.dataloaders import DataSplitter
 from torch.utils.data import DataLoader
 
-from scjepa.data._sampling import StratifiedPerturbationSampler, cell_groups
+from scjepa.data._sampling import (
+    InterleavedSampler,
+    StratifiedPerturbationSampler,
+    TimeCourseSampler,
+    cell_groups,
+)
 
 
 class PerturbationDataSplitter(DataSplitter):
     """Split cells into training and validation sets like :class:`scvi.dataloaders.DataSplitter`.
 
-    Training and validation minibatches come from :class:`StratifiedPerturbationSampler`, so both
-    hold control and perturbed cells of one stratum. Validation batches are the same every epoch,
-    which keeps ``validation_loss`` comparable for early stopping.
+    Training and validation minibatches come from :class:`StratifiedPerturbationSampler`, so they
+    hold control and perturbed cells of one stratum, from :class:`TimeCourseSampler` for time
+    courses, or alternately from both when the data has perturbations and times. Validation
+    batches are the same every epoch, which keeps ``validation_loss`` comparable for early
+    stopping.
 
     Parameters
     ----------
@@ -22,27 +29,48 @@ class PerturbationDataSplitter(DataSplitter):
         Manager of the registered AnnData.
     n_groups
         Perturbations per minibatch.
+    n_time_points
+        Consecutive time points per time-course minibatch.
     seed
         Seed of the samplers.
     **kwargs
         Passed to :class:`scvi.dataloaders.DataSplitter` (``train_size``, ``batch_size``, ...).
     """
 
-    def __init__(self, adata_manager, n_groups: int = 8, seed: int = 0, **kwargs):
+    def __init__(
+        self, adata_manager, n_groups: int = 8, n_time_points: int = 3, seed: int = 0, **kwargs
+    ):
         self.n_groups = n_groups
+        self.n_time_points = n_time_points
         self.seed = seed
         super().__init__(adata_manager, **kwargs)
         self._groups = cell_groups(adata_manager)
 
     def _loader(self, indices: np.ndarray, fixed: bool) -> DataLoader:
         indices = np.asarray(indices)
-        sampler = StratifiedPerturbationSampler(
-            self._groups.subset(indices),
-            batch_size=self.data_loader_kwargs.get("batch_size", 256),
-            n_groups=self.n_groups,
-            seed=self.seed + (1 if fixed else 0),
-            fixed=fixed,
-        )
+        groups = self._groups.subset(indices)
+        batch_size = self.data_loader_kwargs.get("batch_size", 256)
+        seed = self.seed + (1 if fixed else 0)
+        with_perturbations = StratifiedPerturbationSampler.applies(groups)
+        with_times = TimeCourseSampler.applies(groups)
+        n_batches = max(1, int(np.ceil(len(indices) / batch_size)))
+        if with_perturbations and with_times:
+            # both objectives share one pass over the data
+            n_batches = max(1, n_batches // 2)
+        samplers = []
+        if with_perturbations or not with_times:
+            samplers.append(
+                StratifiedPerturbationSampler(
+                    groups, batch_size, self.n_groups, seed, fixed, n_batches=n_batches
+                )
+            )
+        if with_times:
+            samplers.append(
+                TimeCourseSampler(
+                    groups, batch_size, self.n_time_points, seed, fixed, n_batches=n_batches
+                )
+            )
+        sampler = samplers[0] if len(samplers) == 1 else InterleavedSampler(samplers)
         dataset = self.adata_manager.create_torch_dataset(
             indices=indices, load_sparse_tensor=self.load_sparse_tensor
         )

@@ -3,5 +3,6 @@
 from scjepa.datasets._download import cache_dir, fetch, sha256sum
 from scjepa.datasets._norman import norman_2019
 from scjepa.datasets._perturbseq_demo import perturbseq_demo
+from scjepa.datasets._timecourse_demo import timecourse_demo
 
-__all__ = ["cache_dir", "fetch", "norman_2019", "perturbseq_demo", "sha256sum"]
+__all__ = ["cache_dir", "fetch", "norman_2019", "perturbseq_demo", "sha256sum", "timecourse_demo"]

@@ -1,4 +1,4 @@
-"""Metrics for predicted perturbation responses, on log-normalised expression."""
+"""Metrics for predicted cells on log-normalised expression: perturbation responses, populations."""
 
 from scjepa.metrics._de import de_genes, de_overlap
 from scjepa.metrics._delta import (
@@ -13,6 +13,8 @@ from scjepa.metrics._delta import (
 )
 from scjepa.metrics._distribution import energy_distance, mmd
 from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
+from scjepa.metrics._fate import label_proportions, proportion_error, transfer_labels
+from scjepa.metrics._transport import sinkhorn_coupling, wasserstein_distance
 
 __all__ = [
     "de_genes",
@@ -20,6 +22,7 @@ __all__ = [
     "direction_agreement",
     "discrimination_score",
     "energy_distance",
+    "label_proportions",
     "log_normalized_matrix",
     "mae",
     "mae_delta",
@@ -28,5 +31,9 @@ __all__ = [
     "mse_delta",
     "pearson_delta",
     "perturbation_means",
+    "proportion_error",
+    "sinkhorn_coupling",
     "top_changed_genes",
+    "transfer_labels",
+    "wasserstein_distance",
 ]

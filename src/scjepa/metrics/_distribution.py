@@ -8,14 +8,16 @@ from scipy.spatial.distance import cdist
 _MAX_CELLS = 2000
 
 
-def _subsample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def subsample(x: np.ndarray, rng: np.random.Generator, n: int = _MAX_CELLS) -> np.ndarray:
+    """At most ``n`` rows of ``x`` drawn without replacement, in their original order."""
     x = np.asarray(x, dtype=np.float64)
-    if len(x) > _MAX_CELLS:
-        x = x[np.sort(rng.choice(len(x), _MAX_CELLS, replace=False))]
+    if len(x) > n:
+        x = x[np.sort(rng.choice(len(x), n, replace=False))]
     return x
 
 
-def _check(a: np.ndarray, b: np.ndarray) -> None:
+def check_populations(a: np.ndarray, b: np.ndarray) -> None:
+    """Refuse populations that are not two cell-by-dimension arrays of at least two cells."""
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError("Both populations must be (cells x dimensions) with the same dimensions.")
     if len(a) < 2 or len(b) < 2:
@@ -31,8 +33,8 @@ def energy_distance(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
     subsampled (seeded) to bound the quadratic cost.
     """
     rng = np.random.default_rng(seed)
-    a, b = _subsample(a, rng), _subsample(b, rng)
-    _check(a, b)
+    a, b = subsample(a, rng), subsample(b, rng)
+    check_populations(a, b)
     # the V-statistic (self-pairs included) is never negative, so identical sets score exactly 0
     return float(2 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean())
 
@@ -46,8 +48,8 @@ def mmd(a: np.ndarray, b: np.ndarray, bandwidths: tuple[float, ...] = (0.5, 1.0,
     subsampled (seeded).
     """
     rng = np.random.default_rng(seed)
-    a, b = _subsample(a, rng), _subsample(b, rng)
-    _check(a, b)
+    a, b = subsample(a, rng), subsample(b, rng)
+    check_populations(a, b)
     pooled = np.concatenate([a, b])
     squared = cdist(pooled, pooled, "sqeuclidean")
     sigma2 = np.median(squared[np.triu_indices(len(pooled), k=1)])

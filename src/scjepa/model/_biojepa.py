@@ -31,8 +31,8 @@ from scjepa.data._features import (
     validate_feature_table,
 )
 from scjepa.data._perturbations import members_to_index, parse_perturbation
-from scjepa.data._prediction import prediction_anndata
-from scjepa.data._sampling import control_code
+from scjepa.data._prediction import prediction_anndata, time_prediction_anndata
+from scjepa.data._sampling import control_code, registered_times, time_strata_by_batch
 from scjepa.data._splitter import PerturbationDataSplitter
 from scjepa.data._validation import (
     get_layer,
@@ -125,6 +125,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             members = torch.as_tensor(self._members(list(categories)))
             features = torch.as_tensor(table.to_numpy(dtype=np.float32))
             ctrl = control_code(self.adata_manager)
+        time_kwargs = self._time_course_kwargs()
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
             n_batch=self.summary_stats.n_batch,
@@ -137,6 +138,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             perturbation_members=members,
             control_code=ctrl,
             use_dose=SCJEPA_KEYS.DOSE_KEY in self.adata_manager.data_registry,
+            **time_kwargs,
             **module_kwargs,
         )
         n_seen = 0 if members is None else len(members) - 1
@@ -145,7 +147,25 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             f"perturbation categories: {n_seen}, perturbable entities: "
             f"{0 if features is None else len(features)}"
         )
+        if time_kwargs:
+            self._model_summary_string += f", time span: {time_kwargs['time_span']:g}"
         self.init_params_ = self._get_init_params(locals())
+
+    def _time_course_kwargs(self) -> dict:
+        """Span of the registered time course and how its cells are paired, for the module."""
+        time = registered_times(self.adata_manager)
+        if time is None:
+            return {}
+        batch = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        by_batch = time_strata_by_batch(batch, time)
+        if not by_batch:
+            logger.info(
+                "Some batch holds a single time point, so time points are paired across batches."
+            )
+        return {
+            "time_span": float(time.max() - time.min()),
+            "time_strata_by_batch": by_batch,
+        }
 
     # ------------------------------------------------------------------------------- set-up
     @classmethod
@@ -183,8 +203,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         %(param_batch_key)s
         %(param_labels_key)s
         time_key
-            Optional numeric ``obs`` column with sampling times; validated and registered (the
-            current objectives do not use it).
+            Optional numeric ``obs`` column with the sampling time of each cell (hours, days,
+            ...); enables the temporal objective and :meth:`predict_time`. It needs at least two
+            time points.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         validate_counts(adata, layer)
@@ -202,8 +223,12 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             validate_numeric_obs(adata, dose_key, "Dose")
         if time_key is not None:
             validate_numeric_obs(adata, time_key, "Time")
-            if adata.obs[time_key].nunique() < 2:
-                raise ValueError(f"Time column {time_key!r} has a single time point.")
+            training_setup = "source_registry" not in kwargs
+            if training_setup and adata.obs[time_key].nunique() < 2:
+                raise ValueError(
+                    f"Time column {time_key!r} has a single time point; a time course needs at "
+                    "least two."
+                )
         if perturbation_key is not None:
             labels = adata.obs[perturbation_key]
             if labels.isna().any():
@@ -306,6 +331,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         validation_size: float | None = None,
         early_stopping: bool = False,
         n_perturbations_per_batch: int = 8,
+        n_time_points_per_batch: int = 3,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
@@ -313,7 +339,9 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         """Train the model.
 
         Minibatches hold control and perturbed cells of one stratum (see
-        :class:`~scjepa.data.StratifiedPerturbationSampler`); sparse counts stay sparse.
+        :class:`~scjepa.data.StratifiedPerturbationSampler`), cells of a few consecutive time
+        points for time courses (:class:`~scjepa.data.TimeCourseSampler`), or alternately both;
+        sparse counts stay sparse.
         ``model.history`` then holds every loss term and the collapse diagnostics per epoch
         (``<name>_train`` / ``<name>_validation``): ``embedding_std_mean``, ``embedding_std_min``,
         ``effective_rank``, ``delta_cosine_between_perturbations`` and more.
@@ -334,6 +362,8 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             ``early_stopping_patience=``).
         n_perturbations_per_batch
             Distinct perturbations per minibatch.
+        n_time_points_per_batch
+            Consecutive time points per time-course minibatch (with ``time_key``).
         plan_kwargs
             Passed to :class:`~scjepa.train.JEPATrainingPlan` (``lr``, ``ema_momentum_start``, ...).
         datasplitter_kwargs
@@ -346,6 +376,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             max_epochs = int(np.clip(round(4000 / steps_per_epoch), 20, 400))
         datasplitter_kwargs = {
             "n_groups": n_perturbations_per_batch,
+            "n_time_points": n_time_points_per_batch,
             "seed": settings.seed or 0,
             **(datasplitter_kwargs or {}),
         }
@@ -498,57 +529,31 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         if source_index.size == 0:
             raise ValueError("No source cells to predict from.")
 
-        rng = np.random.default_rng(seed)
         no_perturbation = torch.full((1, members.shape[1]), -1, dtype=torch.long)
-        target_columns = self._target_gene_columns(names)
-        theta = self.module.decoder.log_theta.exp().detach().cpu().numpy()
-        embeddings, values, counts = [], [], []
-        self.module.eval()
-        for tensors in self._loader(adata, source_index, batch_size):
-            x = tensors[REGISTRY_KEYS.X_KEY]
-            batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
-            n = x.shape[0]
-            dose_n = None if dose_tensor is None else dose_tensor.expand(n)
-            # the context does not depend on the perturbation: encode each batch once
-            context = self.module.embed_context(x)
-            if expression == "sample":
-                library = _library(x)[:, None]
-            if expression == "shift":
-                reference = self._decoded_log_expression(
-                    context, no_perturbation.expand(n, -1), dose_n, batch_index
-                )[1]
-                observed = log_normalize(to_dense(x).cpu().numpy())
-            rows_z, rows_x, rows_c = [], [], []
-            for p in range(len(names)):
-                z, log_mean = self._decoded_log_expression(
-                    context, members[p].expand(n, -1), dose_n, batch_index
-                )
-                rows_z.append(z)
-                if expression == "sample":
-                    scale = np.expm1(log_mean) / NORMALIZATION_TARGET_SUM
-                    sampled = _sample_negative_binomial(scale * library, theta, rng)
-                    rows_c.append(sampled)
-                    values_p = log_normalize(sampled)
-                elif expression == "shift":
-                    values_p = observed + (log_mean - reference)
-                else:
-                    values_p = log_mean
-                base = observed if expression == "shift" else values_p
-                for column, effect in target_columns[p]:
-                    values_p[:, column] = base[:, column] + effect
-                rows_x.append(np.maximum(values_p, 0.0))
-            embeddings.append(np.stack(rows_z, axis=1))
-            values.append(np.stack(rows_x, axis=1))
-            if rows_c:
-                counts.append(np.stack(rows_c, axis=1))
 
-        n_src, n_pert = len(source_index), len(names)
-        # (cells, perturbations, dims) -> rows grouped by perturbation, cells in source order
-        z_all = np.concatenate(embeddings).transpose(1, 0, 2).reshape(n_pert * n_src, -1)
-        x_all = np.concatenate(values).transpose(1, 0, 2).reshape(n_pert * n_src, -1)
-        c_all = None
-        if counts:
-            c_all = np.concatenate(counts).transpose(1, 0, 2).reshape(n_pert * n_src, -1)
+        def under(p: int):
+            def move(context: torch.Tensor, rows: slice) -> torch.Tensor:
+                n = len(context)
+                return self.module.predict_under(
+                    context,
+                    (no_perturbation if p < 0 else members[p : p + 1])
+                    .expand(n, -1)
+                    .to(context.device),
+                    None if dose_tensor is None else dose_tensor.expand(n).to(context.device),
+                )
+
+            return move
+
+        z_all, x_all, c_all = self._predict_cells(
+            adata,
+            source_index,
+            batch_size,
+            reference=under(-1),
+            targets=[under(p) for p in range(len(names))],
+            expression=expression,
+            seed=seed,
+            target_columns=self._target_gene_columns(names),
+        )
         predicted = prediction_anndata(
             adata,
             source_index,
@@ -564,14 +569,198 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             self._write_predicted_embeddings(adata, source_index, names, z_all, key_added)
         return predicted
 
-    def _decoded_log_expression(
-        self, context: torch.Tensor, members: torch.Tensor, dose, batch_index: torch.Tensor
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted embeddings and ``log1p`` of expected normalised expression."""
-        device = context.device
-        z = self.module.predict_under(
-            context, members.to(device), None if dose is None else dose.to(device)
+    @torch.inference_mode()
+    def predict_time(
+        self,
+        target_time: float,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        source_time: float | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+        expression: str = "shift",
+        seed: int = 0,
+    ) -> AnnData:
+        """Predict the state of cells at another time.
+
+        Each source cell is embedded, moved by the predictor over ``Δt = target_time - t`` (its
+        own sampling time ``t``), and decoded with its batch and library size. Between sampled
+        time points this interpolates; after the last it extrapolates (most reliably within
+        about one sampling interval, as ``Δt`` beyond the training pairs was never seen).
+
+        Parameters
+        ----------
+        target_time
+            Time to predict, in the units of the registered ``time_key``.
+        adata
+            Source cells; ``None`` uses the training data (then pass ``indices``, e.g. the cells
+            of one time point).
+        indices
+            Subset of ``adata`` to use as source cells.
+        source_time
+            Sampling time of all source cells, needed when ``adata`` has no ``time_key``
+            column; otherwise each cell's own time is used.
+        batch_size
+            Minibatch size for inference.
+        key_added
+            If given, predicted embeddings are also written to ``adata.obsm[key_added]``; cells
+            outside ``indices`` get NaN.
+        expression
+            How ``X`` is made, as in :meth:`predict_perturbation`: ``"shift"`` (default; the
+            source cell's expression plus the decoded change over ``Δt``), ``"sample"`` or
+            ``"mean"``.
+        seed
+            Seed of the sampling, so predictions are reproducible.
+
+        Returns
+        -------
+        AnnData with one row per source cell: the source cells' ``obs`` with the time column
+        set to ``target_time``, ``obs["source_time"]`` and ``obs["source_cell"]``; predicted
+        embeddings in ``obsm["X_biojepa"]``; ``uns["scjepa"]`` says what ``X`` holds.
+        """
+        self._check_if_trained(warn=True)
+        if self.module.time_encoder is None:
+            raise ValueError(
+                "This model was set up without `time_key`; it cannot predict other times. Pass "
+                "`time_key=` to `BioJEPA.setup_anndata`."
+            )
+        if expression not in _EXPRESSION_MODES:
+            raise ValueError(
+                f"`expression` must be one of {_EXPRESSION_MODES}, got {expression!r}."
+            )
+        if not isinstance(target_time, int | float | np.number) or not np.isfinite(target_time):
+            raise ValueError(f"`target_time` must be a finite number, got {target_time!r}.")
+        time_key = self._setup_args["time_key"]
+        adata = self.adata if adata is None else adata
+        if time_key not in adata.obs:
+            if source_time is None:
+                raise ValueError(
+                    f"The source cells have no {time_key!r} column; pass their sampling time "
+                    "as `source_time=`."
+                )
+            adata = adata.copy()
+            adata.obs[time_key] = float(source_time)
+        adata = self._validate_anndata(adata)
+        source_index = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if source_index.size == 0:
+            raise ValueError("No source cells to predict from.")
+        if source_time is not None and time_key in adata.obs:
+            times = np.full(len(source_index), float(source_time))
+        else:
+            times = adata.obs[time_key].to_numpy(dtype=float)[source_index]
+        elapsed = float(target_time) - times
+        if (elapsed < 0).any():
+            raise ValueError(
+                f"`target_time`={target_time} precedes the sampling time of some source cells "
+                f"(latest: {times.max():g}); the model predicts forward in time."
+            )
+        elapsed_tensor = torch.as_tensor(elapsed, dtype=torch.float32)
+
+        def move_by(scale: float):
+            def move(context: torch.Tensor, rows: slice) -> torch.Tensor:
+                predicted, reference = self.module.predict_after(
+                    context, elapsed_tensor[rows] * scale
+                )
+                return predicted if scale else reference
+
+            return move
+
+        z_all, x_all, _ = self._predict_cells(
+            adata,
+            source_index,
+            batch_size,
+            reference=move_by(0.0),
+            targets=[move_by(1.0)],
+            expression=expression,
+            seed=seed,
         )
+        if key_added is not None:
+            self._write_predicted_embeddings(adata, source_index, [key_added], z_all, key_added)
+        return time_prediction_anndata(
+            adata,
+            source_index,
+            float(target_time),
+            x_all,
+            time_key=time_key,
+            source_times=times,
+            embeddings=z_all,
+            expression=expression,
+        )
+
+    def _predict_cells(
+        self,
+        adata: AnnData,
+        source_index: np.ndarray,
+        batch_size: int | None,
+        reference,
+        targets: list,
+        expression: str,
+        seed: int,
+        target_columns: list[list[tuple[int, float]]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Embeddings, expression and (``"sample"``) counts of source cells moved by predictors.
+
+        ``reference`` and each of ``targets`` map a minibatch's context embeddings and its
+        positions among the source cells to predicted embeddings; the reference is the
+        prediction under no change, from which ``"shift"`` measures changes. Rows of the results
+        are grouped by target, source cells in order within each.
+        """
+        rng = np.random.default_rng(seed)
+        theta = self.module.decoder.log_theta.exp().detach().cpu().numpy()
+        target_columns = target_columns or [[] for _ in targets]
+        embeddings, values, counts = [], [], []
+        start = 0
+        self.module.eval()
+        for tensors in self._loader(adata, source_index, batch_size):
+            x = tensors[REGISTRY_KEYS.X_KEY]
+            batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+            rows = slice(start, start + x.shape[0])
+            start += x.shape[0]
+            # the context does not depend on the prediction: encode each batch once
+            context = self.module.embed_context(x)
+            if expression == "sample":
+                library = _library(x)[:, None]
+            if expression == "shift":
+                base_log = self._decoded_log_expression(reference(context, rows), batch_index)[1]
+                observed = log_normalize(to_dense(x).cpu().numpy())
+            rows_z, rows_x, rows_c = [], [], []
+            for target, columns in zip(targets, target_columns, strict=True):
+                z, log_mean = self._decoded_log_expression(target(context, rows), batch_index)
+                rows_z.append(z)
+                if expression == "sample":
+                    scale = np.expm1(log_mean) / NORMALIZATION_TARGET_SUM
+                    sampled = _sample_negative_binomial(scale * library, theta, rng)
+                    rows_c.append(sampled)
+                    values_p = log_normalize(sampled)
+                elif expression == "shift":
+                    values_p = observed + (log_mean - base_log)
+                else:
+                    values_p = log_mean
+                base = observed if expression == "shift" else values_p
+                for column, effect in columns:
+                    values_p[:, column] = base[:, column] + effect
+                rows_x.append(np.maximum(values_p, 0.0))
+            embeddings.append(np.stack(rows_z, axis=1))
+            values.append(np.stack(rows_x, axis=1))
+            if rows_c:
+                counts.append(np.stack(rows_c, axis=1))
+
+        n_src, n_targets = len(source_index), len(targets)
+
+        def target_major(blocks: list[np.ndarray]) -> np.ndarray:
+            # (cells, targets, dims) -> rows grouped by target, cells in source order
+            return np.concatenate(blocks).transpose(1, 0, 2).reshape(n_targets * n_src, -1)
+
+        return (
+            target_major(embeddings),
+            target_major(values),
+            target_major(counts) if counts else None,
+        )
+
+    def _decoded_log_expression(
+        self, z: torch.Tensor, batch_index: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and ``log1p`` of the expected normalised expression decoded from them."""
         scale = self.module.decode(z, batch_index)
         return z.cpu().numpy(), torch.log1p(scale * NORMALIZATION_TARGET_SUM).cpu().numpy()
 

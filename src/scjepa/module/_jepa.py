@@ -16,6 +16,7 @@ from scjepa.module._encoder import CellEncoder
 from scjepa.module._normalize import library_size, log_normalize, to_dense
 from scjepa.module._perturbation import PerturbationEncoder
 from scjepa.module._predictor import ConditionalPredictor
+from scjepa.module._time import TimeStepEncoder
 from scjepa.train._ema import ema_update
 from scjepa.train._losses import (
     covariance_loss,
@@ -46,7 +47,12 @@ class BioJEPAModule(BaseModuleClass):
       target embedding of the whole cell (I-JEPA, Assran et al., CVPR 2023);
     * perturbation: control cells of a stratum plus the perturbation predict the embeddings of the
       perturbed cells of that stratum. Cells are unpaired, so the predicted and observed
-      populations are compared by exact minibatch optimal transport plus a mean-matching term.
+      populations are compared by exact minibatch optimal transport plus a mean-matching term;
+    * time: cells sampled at time ``t`` plus an encoding of ``Δt`` predict the embeddings of the
+      cells sampled at ``t + Δt`` in the same time stratum, the populations again matched by
+      minibatch optimal transport (as V-JEPA predicts later frames of a video, Bardes et al.
+      2024; matching unpaired snapshots by optimal transport follows Waddington-OT, Schiebinger
+      et al., Cell 2019). ``Δt = 0`` pairs anchor the reference "no time passes".
 
     VICReg variance and covariance terms (Bardes et al., ICLR 2022) on the context embeddings and
     on predictions keep the embedding from collapsing. A negative binomial decoder reads
@@ -103,6 +109,15 @@ class BioJEPAModule(BaseModuleClass):
         control cells) is matched to the observed change of the stratum's perturbed cells. It
         calibrates the path that ``predict_perturbation`` uses, so predicted changes have the
         observed size rather than the shrunken size a decoder fitted only to single cells gives.
+        The temporal objective has the same readout, on changes between time points.
+    time_span
+        Length of the training time course, or ``None`` when no time is registered (no temporal
+        objective).
+    time_strata_by_batch
+        Whether time points are paired within batches only (see
+        :func:`scjepa.data.cell_groups`).
+    time_weight
+        Weight of the temporal objective relative to the masked-gene objective.
     """
 
     def __init__(
@@ -129,6 +144,9 @@ class BioJEPAModule(BaseModuleClass):
         perturbation_weight: float = 1.0,
         mean_match_weight: float = 10.0,
         readout_weight: float = 100.0,
+        time_span: float | None = None,
+        time_strata_by_batch: bool = True,
+        time_weight: float = 1.0,
     ):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
@@ -147,7 +165,9 @@ class BioJEPAModule(BaseModuleClass):
             "perturbation": perturbation_weight,
             "mean_match": mean_match_weight,
             "readout": readout_weight,
+            "time": time_weight,
         }
+        self.time_strata_by_batch = time_strata_by_batch
 
         self.encoder = CellEncoder(n_input, n_latent, n_hidden, n_layers, dropout)
         self.target_encoder = copy.deepcopy(self.encoder)
@@ -164,6 +184,9 @@ class BioJEPAModule(BaseModuleClass):
             self.register_buffer(
                 "perturbation_members", perturbation_members.long().clone(), persistent=False
             )
+        self.time_encoder = None
+        if time_span is not None:
+            self.time_encoder = TimeStepEncoder(n_perturbation_embedding, time_span)
         self.decoder = NegativeBinomialDecoder(n_latent, n_input, n_batch, n_decoder_hidden)
         self._validation_generator = torch.Generator().manual_seed(0)
 
@@ -228,6 +251,22 @@ class BioJEPAModule(BaseModuleClass):
             predicted = predicted.index_add(0, combined, shift - unperturbed[combined])
         return predicted, unperturbed
 
+    def predict_after(
+        self, context: torch.Tensor, elapsed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted embeddings of cells with embeddings ``context`` after ``elapsed`` time.
+
+        Returns the prediction and the prediction for ``Δt = 0``, the reference that changes
+        over time are measured from (as the unperturbed prediction is for perturbations).
+        """
+        if self.time_encoder is None:
+            raise ValueError("This model was set up without a time key.")
+        token = self.condition(Task.TIME, len(context))
+        elapsed = elapsed.to(context.device).reshape(-1).float()
+        predicted = self.predictor(context, token + self.time_encoder(elapsed))
+        reference = self.predictor(context, token + self.time_encoder(torch.zeros_like(elapsed)))
+        return predicted, reference
+
     @auto_move_data
     def embed_context(self, x: torch.Tensor) -> torch.Tensor:
         """Online-encoder embeddings of raw counts ``x``, the context the predictor starts from."""
@@ -261,7 +300,7 @@ class BioJEPAModule(BaseModuleClass):
             "library": library_size(x),
             "normalized": normalized,
         }
-        if self.perturbation_encoder is not None:
+        if self.perturbation_encoder is not None or self.time_encoder is not None:
             outputs["z_online"] = self.encoder(normalized)
         return outputs
 
@@ -291,6 +330,14 @@ class BioJEPAModule(BaseModuleClass):
         else:
             pert_loss = z_target.new_zeros(())
             readout_loss = z_target.new_zeros(())
+        temporal = self._time_objective(tensors, inference_outputs)
+        if temporal is not None:
+            var_loss = var_loss + variance_loss(temporal["predicted"])
+            cov_loss = cov_loss + covariance_loss(temporal["predicted"])
+            time_loss = temporal["matched"] + w["mean_match"] * temporal["mean_gap"]
+            readout_loss = readout_loss + temporal["readout"]
+        else:
+            time_loss = z_target.new_zeros(())
 
         counts = to_dense(tensors[REGISTRY_KEYS.X_KEY])
         nll = (
@@ -300,7 +347,7 @@ class BioJEPAModule(BaseModuleClass):
         )
 
         jepa_loss = (
-            w["invariance"] * (mask_loss + w["perturbation"] * pert_loss)
+            w["invariance"] * (mask_loss + w["perturbation"] * pert_loss + w["time"] * time_loss)
             + w["variance"] * var_loss
             + w["covariance"] * cov_loss
         )
@@ -313,6 +360,7 @@ class BioJEPAModule(BaseModuleClass):
                 "jepa_loss": jepa_loss.detach(),
                 "masked_prediction_loss": mask_loss.detach(),
                 "perturbation_loss": pert_loss.detach(),
+                "time_loss": time_loss.detach(),
                 "readout_loss": readout_loss.detach(),
                 "variance_loss": var_loss.detach(),
                 "covariance_loss": covariance_loss(z_target).detach(),
@@ -335,6 +383,12 @@ class BioJEPAModule(BaseModuleClass):
         stratum = tensors[REGISTRY_KEYS.BATCH_KEY].long().reshape(-1) * self.n_labels + tensors[
             REGISTRY_KEYS.LABELS_KEY
         ].long().reshape(-1)
+        if SCJEPA_KEYS.TIME_KEY in tensors:
+            # controls are compared with perturbed cells sampled at the same time
+            time = tensors[SCJEPA_KEYS.TIME_KEY].reshape(-1).float()
+            stratum = torch.unique(
+                torch.stack([stratum.float(), time], dim=1), dim=0, return_inverse=True
+            )[1]
         dose = tensors.get(SCJEPA_KEYS.DOSE_KEY) if self.use_dose else None
         dose_column = (
             dose.reshape(-1).float() if dose is not None else torch.zeros_like(codes).float()
@@ -416,6 +470,58 @@ class BioJEPAModule(BaseModuleClass):
                 torch.stack(predicted_deltas), torch.stack(observed_deltas)
             )
         return outputs
+
+    def _time_objective(self, tensors: dict, inference_outputs: dict) -> dict | None:
+        """Predict the cells of later time points from earlier ones in the same time stratum."""
+        if self.time_encoder is None or SCJEPA_KEYS.TIME_KEY not in tensors:
+            return None
+        time = tensors[SCJEPA_KEYS.TIME_KEY].reshape(-1).float()
+        if len(torch.unique(time)) < 2:
+            return None
+        batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].long().reshape(-1)
+        lineage = batch_index if self.time_strata_by_batch else torch.zeros_like(batch_index)
+        codes = tensors.get(SCJEPA_KEYS.PERTURBATION_KEY)
+        codes = torch.zeros_like(lineage) if codes is None else codes.long().reshape(-1)
+        keys, group_of = torch.unique(
+            torch.stack([lineage.float(), codes.float(), time], dim=1), dim=0, return_inverse=True
+        )
+        z_online = inference_outputs["z_online"]
+        z_target = inference_outputs["z_target"]
+        expression = to_dense(inference_outputs["normalized"])
+        rows = [torch.nonzero(group_of == g).reshape(-1) for g in range(len(keys))]
+        means = [expression[r].mean(dim=0) for r in rows]
+        contexts, targets, elapsed, batches, sizes, changes, is_change = [], [], [], [], [], [], []
+        for s in range(len(keys)):
+            for t in range(len(keys)):
+                same_course = bool((keys[s, :2] == keys[t, :2]).all())
+                dt = float(keys[t, 2] - keys[s, 2])
+                if not same_course or dt < 0:
+                    continue
+                contexts.append(z_online[rows[s]])
+                targets.append(z_target[rows[t]])
+                elapsed.append(time.new_full((len(rows[s]),), dt))
+                batches.append(batch_index[rows[s]])
+                sizes.append(len(rows[s]))
+                changes.append(means[t] - means[s])
+                is_change.append(dt > 0)
+        if not any(is_change):
+            return None
+        predicted, reference = self.predict_after(torch.cat(contexts), torch.cat(elapsed))
+        matched, mean_gap = zip(
+            *(
+                matched_population_loss(pred_g, target_g)
+                for pred_g, target_g in zip(predicted.split(sizes), targets, strict=True)
+            ),
+            strict=True,
+        )
+        return {
+            "predicted": predicted,
+            "matched": torch.stack(matched).mean(),
+            "mean_gap": torch.stack(mean_gap).mean(),
+            "readout": self._readout_loss(
+                predicted, reference, torch.cat(batches), sizes, changes, is_change
+            ),
+        }
 
     def _readout_loss(
         self,

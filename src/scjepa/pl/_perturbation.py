@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 
 from scjepa.metrics._delta import pearson_delta, top_changed_genes
 from scjepa.metrics._expression import log_normalized_matrix, mean_profile, perturbation_means
-from scjepa.tl._evaluate import as_prediction_mapping
+from scjepa.tl._shared import as_prediction_mapping
 
 
 def perturbation_scatter(

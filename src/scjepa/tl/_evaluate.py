@@ -7,8 +7,6 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
-from sklearn.decomposition import PCA
 
 from scjepa.metrics._de import de_genes, de_overlap
 from scjepa.metrics._delta import (
@@ -27,8 +25,7 @@ from scjepa.metrics._expression import (
     mean_profile,
     perturbation_means,
 )
-
-_PCA_CELLS = 5000
+from scjepa.tl._shared import as_prediction_mapping, check_prediction, dense, shared_pca
 
 
 def evaluate_perturbation(
@@ -131,7 +128,7 @@ def evaluate_perturbation(
     split_of = _split_of(perturbed, perturbation_key, split_key)
     rows_of = {label: np.flatnonzero(perturbed_labels == label) for label in observed.index}
 
-    pca = _shared_pca(control_matrix, observed_matrix, n_pcs, seed) if distribution else None
+    pca = shared_pca([control_matrix, observed_matrix], n_pcs, seed) if distribution else None
     observed_de = (
         {
             label: de_genes(observed_matrix[rows], control_matrix, real.var_names, fdr).index
@@ -143,7 +140,7 @@ def evaluate_perturbation(
 
     records = []
     for method, prediction in predictions.items():
-        _check_prediction(method, prediction, real)
+        check_prediction(method, prediction, real)
         column = perturbation_key if perturbation_key in prediction.obs else "perturbation"
         predicted_means = perturbation_means(prediction, column, None)
         labels = [label for label in predicted_means.index if label in observed.index]
@@ -183,8 +180,8 @@ def evaluate_perturbation(
                     predicted_de, observed_de[label], top_k
                 )
             if pca is not None:
-                ours = pca.transform(_dense(cells))
-                theirs = pca.transform(_dense(observed_matrix[rows_of[label]]))
+                ours = pca.transform(dense(cells))
+                theirs = pca.transform(dense(observed_matrix[rows_of[label]]))
                 if len(theirs) >= 2 and len(ours) >= 2:
                     record["energy_distance"] = energy_distance(ours, theirs, seed)
                     record["mmd"] = mmd(ours, theirs, seed=seed)
@@ -194,41 +191,8 @@ def evaluate_perturbation(
     return scores, summary
 
 
-def as_prediction_mapping(predicted) -> dict[str, AnnData]:
-    """``{method: predictions}`` from one prediction AnnData (named by its method) or a mapping."""
-    if isinstance(predicted, AnnData):
-        return {predicted.uns.get("scjepa", {}).get("method", "prediction"): predicted}
-    if isinstance(predicted, Mapping) and predicted:
-        return dict(predicted)
-    raise TypeError("`predicted` must be an AnnData of predictions or a non-empty mapping of them.")
-
-
-def _check_prediction(method: str, prediction: AnnData, real: AnnData) -> None:
-    kind = prediction.uns.get("scjepa", {}).get("X", "log1p_normalized")
-    if kind != "log1p_normalized":
-        raise ValueError(f"Predictions of {method!r} must hold log-normalised expression in X.")
-    if not np.array_equal(np.asarray(prediction.var_names), np.asarray(real.var_names)):
-        raise ValueError(f"Predictions of {method!r} cover other genes than `real`.")
-
-
 def _split_of(perturbed: AnnData, perturbation_key: str, split_key: str | None) -> dict:
     if split_key is None or split_key not in perturbed.obs:
         return {}
     table = perturbed.obs[[perturbation_key, split_key]].astype(str)
     return table.groupby(perturbation_key, sort=False)[split_key].first().to_dict()
-
-
-def _dense(matrix) -> np.ndarray:
-    return matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
-
-
-def _shared_pca(control_matrix, observed_matrix, n_pcs: int, seed: int) -> PCA:
-    rng = np.random.default_rng(seed)
-    parts = []
-    for matrix in (control_matrix, observed_matrix):
-        n = matrix.shape[0]
-        take = np.sort(rng.choice(n, size=min(n, _PCA_CELLS // 2), replace=False))
-        parts.append(_dense(matrix[take]))
-    pooled = np.vstack(parts)
-    n_components = int(min(n_pcs, pooled.shape[0] - 1, pooled.shape[1]))
-    return PCA(n_components=n_components, random_state=seed).fit(pooled)

@@ -1,0 +1,26 @@
+"""Printing and writing a benchmark's summary table, bar check and raw scores."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+
+def report(
+    name: str, table: pd.DataFrame, check: pd.DataFrame, scores: pd.DataFrame, out: str, header: str
+) -> None:
+    """Print table and bar check; write them to ``{out}/{name}.md``, the scores to CSV."""
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_columns", 30)
+    print(table.to_string())
+    print()
+    print(check.to_string(index=False))
+    scores.to_csv(os.path.join(out, f"{name}_scores.csv"), index=False)
+    with open(os.path.join(out, f"{name}.md"), "w") as handle:
+        handle.write(f"{header}\n\n")
+        handle.write(table.to_string())
+        handle.write("\n\n")
+        handle.write(check.to_string(index=False))
+        handle.write("\n")
+    print(f"written to {out}/{name}.md")

@@ -1,0 +1,152 @@
+"""Held-out time point benchmark: BioJEPA against nearest time point and OT interpolation.
+
+For each seed, generate :func:`scjepa.datasets.timecourse_demo`; for each interior time point
+(interpolation) and the last one (extrapolation), hold its cells out, train BioJEPA on the other
+time points, predict the held-out time from the cells of the preceding training time point with
+``predict_time``, fit the baselines on the same cells, and score with
+:func:`scjepa.tl.evaluate_time` (Wasserstein-1 and energy distance in a PCA of the training
+cells, fate proportions by label transfer, and the noise floor of two halves of the real cells).
+Prints one table (held-out time x method, mean ± sd over seeds), a bar check, and writes both
+with the raw scores to ``--out``.
+
+Usage: python benchmarks/timecourse.py [--seeds 0 1 2] [--epochs 150] [--held-out 3 6]
+       python benchmarks/timecourse.py --merge a/timecourse_scores.csv b/timecourse_scores.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import scvi
+from _report import report
+
+import scjepa
+
+METRICS = ["wasserstein", "energy_distance", "fate_error"]
+
+
+def run_one(seed: int, held_out: float, epochs: int, model_kwargs: dict) -> pd.DataFrame:
+    scvi.settings.seed = seed
+    adata = scjepa.datasets.timecourse_demo(seed=seed)
+    train = adata[adata.obs.time != held_out].copy()
+    real = adata[adata.obs.time == held_out].copy()
+    times = np.unique(train.obs.time)
+    source_time = times[times < held_out].max()
+    kind = "extrapolation" if held_out > times.max() else "interpolation"
+
+    scjepa.BioJEPA.setup_anndata(train, layer="counts", time_key="time", batch_key="batch")
+    model = scjepa.BioJEPA(train, **model_kwargs)
+    start = time.time()
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    train_seconds = time.time() - start
+    source = train[train.obs.time == source_time].copy()
+    predictions = {
+        "BioJEPA": model.predict_time(held_out, adata=source),
+        "nearest_time": scjepa.baselines.NearestTimeBaseline().fit(train).predict_time(held_out),
+        "ot_interpolation": scjepa.baselines.OTInterpolationBaseline()
+        .fit(train, seed=seed)
+        .predict_time(held_out, seed=seed),
+    }
+    scores = scjepa.tl.evaluate_time(predictions, real, train, labels_key="fate", seed=seed)
+    scores = scores.rename_axis("method").reset_index()
+    scores["seed"], scores["held_out"], scores["kind"] = seed, held_out, kind
+    scores["train_seconds"] = train_seconds
+    print(
+        f"seed {seed}, held-out time {held_out:g} ({kind}): trained in {train_seconds:.0f} s; "
+        + ", ".join(
+            f"{r.method} W1 {r.wasserstein:.3f}"
+            for r in scores.itertuples()
+            if r.method != "observed"
+        ),
+        flush=True,
+    )
+    return scores
+
+
+def summarise(scores: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd over seeds per held-out time and method."""
+    scored = scores[scores.method != "observed"]
+    grouped = scored.groupby(["held_out", "kind", "method"])[METRICS]
+    return grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
+
+
+def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
+    """BioJEPA against each baseline per held-out time, on the distances and fate error."""
+    rows = []
+    for (held_out, kind), block in scores.groupby(["held_out", "kind"]):
+        means = block.groupby("method")[METRICS].mean()
+        sds = block.groupby("method")[METRICS].std().fillna(0.0)
+        for metric in ["wasserstein", "energy_distance"]:
+            ours = means.loc["BioJEPA", metric]
+            row = {"held_out": held_out, "kind": kind, "metric": metric, "BioJEPA": round(ours, 3)}
+            for baseline in ["nearest_time", "ot_interpolation"]:
+                theirs = means.loc[baseline, metric]
+                row[baseline] = round(theirs, 3)
+                spread = max(sds.loc["BioJEPA", metric], sds.loc[baseline, metric])
+                # "matches" = no worse than the baseline by more than the seed spread
+                row[f"vs_{baseline}"] = (
+                    "wins"
+                    if theirs - ours > spread
+                    else "matches"
+                    if ours - theirs <= spread
+                    else "loses"
+                )
+            row["noise_floor"] = round(means.loc["observed_halves", metric], 3)
+            rows.append(row)
+        rows.append(
+            {
+                "held_out": held_out,
+                "kind": kind,
+                "metric": "fate_error",
+                "BioJEPA": round(means.loc["BioJEPA", "fate_error"], 3),
+                "nearest_time": round(means.loc["nearest_time", "fate_error"], 3),
+                "ot_interpolation": round(means.loc["ot_interpolation", "fate_error"], 3),
+                "noise_floor": round(means.loc["observed_halves", "fate_error"], 3),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--held-out", type=float, nargs="+", default=[1, 2, 3, 4, 5, 6])
+    parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--merge", nargs="+", help="summarise score files of earlier runs instead of running"
+    )
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    if args.merge:
+        scores = pd.concat([pd.read_csv(path) for path in args.merge], ignore_index=True)
+    else:
+        scores = pd.concat(
+            [
+                run_one(seed, held_out, args.epochs, json.loads(args.model_kwargs))
+                for seed in args.seeds
+                for held_out in args.held_out
+            ],
+            ignore_index=True,
+        )
+    table = summarise(scores)
+    check = bar_check(scores)
+    report(
+        "timecourse",
+        table,
+        check,
+        scores,
+        args.out,
+        f"seeds {args.seeds}, {args.epochs} epochs, model {args.model_kwargs}",
+    )
+
+
+if __name__ == "__main__":
+    main()

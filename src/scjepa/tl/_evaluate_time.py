@@ -1,0 +1,125 @@
+"""Score cells predicted at a held-out time point against the cells observed there."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from scjepa.metrics._distribution import energy_distance
+from scjepa.metrics._expression import log_normalized_matrix
+from scjepa.metrics._fate import label_proportions, proportion_error, transfer_labels
+from scjepa.metrics._transport import wasserstein_distance
+from scjepa.tl._shared import as_prediction_mapping, check_prediction, dense, shared_pca
+
+NOISE_FLOOR = "observed_halves"
+"""Row of :func:`evaluate_time` scoring one random half of the observed cells against the other."""
+
+
+def evaluate_time(
+    predicted: AnnData | Mapping[str, AnnData],
+    real: AnnData,
+    reference: AnnData,
+    *,
+    labels_key: str | None = None,
+    layer: str | None = "counts",
+    n_pcs: int = 30,
+    n_neighbors: int = 15,
+    max_cells: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Score cells predicted at a time point against the cells observed at that time.
+
+    Predicted and observed cells are compared as populations in a PCA of log-normalised
+    expression fitted on the training cells (``reference``), never in a model's own latent
+    space, so every method is scored in the same space:
+
+    * ``wasserstein``: Wasserstein-1 distance (:func:`scjepa.metrics.wasserstein_distance`);
+    * ``energy_distance``: :func:`scjepa.metrics.energy_distance`;
+    * with ``labels_key``: each cell gets the label (fate, cell type) of its nearest annotated
+      training cells in the PCA; ``fate_error`` is the largest difference in label fractions
+      between predicted and observed cells (:func:`scjepa.metrics.proportion_error`), and
+      ``fraction_<label>`` columns give the fractions. Observed cells are labelled by the same
+      classifier, so its errors cancel; the ``observed`` row also gives
+      ``label_transfer_accuracy`` against the observed cells' own annotation.
+
+    The row ``observed_halves`` scores one random half of the observed cells against the other:
+    the noise floor, the score a perfect predictor would get from sampling alone.
+
+    Parameters
+    ----------
+    predicted
+        Predictions of one method (an AnnData from ``predict_time``) or ``{method: AnnData}``.
+    real
+        Observed cells at the predicted time, with raw counts in ``layer``.
+    reference
+        Training cells (raw counts in ``layer``), for the PCA and the label transfer.
+    labels_key
+        ``obs`` column of ``reference`` (and, if present, ``real``) with fate labels.
+    layer
+        Counts layer of ``real`` and ``reference``; ``None`` takes their ``X`` as log-normalised.
+    n_pcs
+        Dimension of the shared PCA.
+    n_neighbors
+        Neighbours voting in the label transfer.
+    max_cells
+        Most cells per population in the distances (seeded subsample).
+    seed
+        Seed of the PCA, the subsampling and the random halves.
+
+    Returns
+    -------
+    DataFrame with one row per method plus ``observed`` (fractions only) and
+    ``observed_halves``, and one column per score.
+    """
+    predictions = as_prediction_mapping(predicted)
+    for method, prediction in predictions.items():
+        check_prediction(method, prediction, real)
+    if real.n_obs < 4:
+        raise ValueError("`real` needs at least four observed cells.")
+    if labels_key is not None and labels_key not in reference.obs:
+        raise KeyError(f"Labels column {labels_key!r} not found in `reference.obs`.")
+    reference_matrix = log_normalized_matrix(reference, layer)
+    pca = shared_pca([reference_matrix], n_pcs, seed)
+    real_pcs = pca.transform(dense(log_normalized_matrix(real, layer)))
+    reference_pcs = pca.transform(dense(reference_matrix)) if labels_key else None
+
+    def labels_of(pcs: np.ndarray) -> np.ndarray:
+        return transfer_labels(reference_pcs, reference.obs[labels_key], pcs, n_neighbors)
+
+    real_labels = labels_of(real_pcs) if labels_key else None
+    categories = sorted(set(reference.obs[labels_key].astype(str))) if labels_key else []
+
+    def scores(pcs: np.ndarray, against: np.ndarray, labels_against) -> dict:
+        row = {
+            "wasserstein": wasserstein_distance(pcs, against, max_cells, seed),
+            "energy_distance": energy_distance(pcs, against, seed),
+        }
+        if labels_key:
+            labels = labels_of(pcs)
+            row["fate_error"] = proportion_error(labels, labels_against)
+            row.update(_fractions(labels, categories))
+        return row
+
+    rows = {
+        method: scores(pca.transform(dense(prediction.X)), real_pcs, real_labels)
+        for method, prediction in predictions.items()
+    }
+    if labels_key:
+        observed = _fractions(real_labels, categories)
+        if labels_key in real.obs:
+            truth = real.obs[labels_key].astype(str).to_numpy()
+            observed["label_transfer_accuracy"] = float(np.mean(truth == real_labels))
+        rows["observed"] = observed
+    half = np.random.default_rng(seed).permutation(real.n_obs)
+    first, second = half[: real.n_obs // 2], half[real.n_obs // 2 :]
+    rows[NOISE_FLOOR] = scores(
+        real_pcs[first], real_pcs[second], None if real_labels is None else real_labels[second]
+    )
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _fractions(labels: np.ndarray, categories: list[str]) -> dict:
+    return {f"fraction_{k}": v for k, v in label_proportions(labels, categories).items()}

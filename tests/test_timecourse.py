@@ -1,0 +1,217 @@
+import numpy as np
+import pytest
+import scvi
+
+import scjepa
+from scjepa.data._sampling import InterleavedSampler, TimeCourseSampler, cell_groups
+
+
+def small_timecourse(seed: int = 0):
+    return scjepa.datasets.timecourse_demo(n_cells_per_time=60, n_genes=120, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def trained_time():
+    """A tiny BioJEPA trained for real on a time course with time point 3 held out."""
+    scvi.settings.seed = 0
+    data = small_timecourse()
+    train = data[data.obs.time != 3].copy()
+    scjepa.BioJEPA.setup_anndata(train, layer="counts", time_key="time", batch_key="batch")
+    model = scjepa.BioJEPA(train, n_latent=16, n_hidden=32, n_predictor_hidden=32)
+    model.train(max_epochs=4, batch_size=96, enable_progress_bar=False)
+    return model, train
+
+
+def test_timecourse_demo_bifurcates_over_time():
+    adata = scjepa.datasets.timecourse_demo(n_cells_per_time=200, n_genes=150)
+    times = np.unique(adata.obs.time)
+    assert len(times) >= 6 and adata.obs.batch.nunique() == 2
+    counts = adata.layers["counts"].toarray()
+    assert np.array_equal(counts, np.round(counts)) and counts.min() >= 0
+    progress = adata.obs.groupby("time").progress.mean().to_numpy()
+    assert np.all(np.diff(progress) > 0)
+    fractions = adata.obs.groupby("time", observed=True).fate.value_counts(normalize=True).unstack()
+    assert fractions.loc[0.0, "progenitor"] == 1.0
+    late = fractions.loc[times[-1]]
+    assert late["progenitor"] < 0.05 and late["fate_A"] > 0.2 and late["fate_B"] > 0.2
+    # fate B grows faster, so its share of committed cells rises over the course
+    assert fractions.loc[times[-1], "fate_B"] > fractions.loc[times[2], "fate_B"] + 0.05
+    again = scjepa.datasets.timecourse_demo(n_cells_per_time=200, n_genes=150)
+    assert (again.layers["counts"] != adata.layers["counts"]).nnz == 0
+    with pytest.raises(ValueError, match="at least 3"):
+        scjepa.datasets.timecourse_demo(n_time_points=2)
+
+
+def test_time_setup_refuses_bad_times():
+    adata = small_timecourse()
+    adata.obs["label"] = adata.obs.time.astype(str)
+    with pytest.raises(ValueError, match="must be numeric"):
+        scjepa.BioJEPA.setup_anndata(adata, layer="counts", time_key="label")
+    adata.obs["day"] = 2.0
+    with pytest.raises(ValueError, match="single time point"):
+        scjepa.BioJEPA.setup_anndata(adata, layer="counts", time_key="day")
+    adata.obs["day"] = np.where(np.arange(adata.n_obs) % 3, adata.obs.time, np.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        scjepa.BioJEPA.setup_anndata(adata, layer="counts", time_key="day")
+
+
+def test_time_course_minibatches_hold_consecutive_time_points():
+    adata = small_timecourse()
+    scjepa.BioJEPA.setup_anndata(adata, layer="counts", time_key="time", batch_key="batch")
+    manager = scjepa.BioJEPA._get_most_recent_anndata_manager(adata)
+    groups = cell_groups(manager)
+    assert TimeCourseSampler.applies(groups)
+    times = np.unique(groups.time)
+    sampler = TimeCourseSampler(groups, batch_size=90, n_time_points=3, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler)
+    for batch in batches:
+        assert len(np.unique(groups.time_stratum[batch])) == 1  # one batch, one course
+        present = np.searchsorted(times, np.unique(groups.time[batch]))
+        assert len(present) == 3 and np.array_equal(present, np.arange(present[0], present[0] + 3))
+        assert np.all(np.bincount(np.searchsorted(times, groups.time[batch]))[present] == 30)
+    both = InterleavedSampler([sampler, TimeCourseSampler(groups, 90, 2, seed=2, n_batches=2)])
+    assert len(list(both)) == len(sampler) + 2
+
+    # one batch per time point: nothing to pair within a batch, so batches are pooled
+    adata.obs["batch"] = adata.obs.time.astype(str).astype("category")
+    scjepa.BioJEPA.setup_anndata(adata, layer="counts", time_key="time", batch_key="batch")
+    pooled = cell_groups(scjepa.BioJEPA._get_most_recent_anndata_manager(adata))
+    assert len(np.unique(pooled.time_stratum)) == 1
+
+
+def test_predict_time_interpolates_and_writes_embeddings(trained_time):
+    model, train = trained_time
+    assert "time_loss_train" in model.history
+    assert np.isfinite(model.history["time_loss_train"].to_numpy(dtype=float)).all()
+    source = train[train.obs.time == 2].copy()
+    pred = model.predict_time(3.0, adata=source, key_added="X_day3")
+    assert pred.shape == (source.n_obs, train.n_vars)
+    assert (pred.obs.time == 3.0).all() and (pred.obs.source_time == 2.0).all()
+    assert list(pred.obs.source_cell) == list(source.obs_names)
+    assert pred.obsm["X_biojepa"].shape == (source.n_obs, 16)
+    np.testing.assert_allclose(source.obsm["X_day3"], pred.obsm["X_biojepa"], rtol=1e-5)
+    assert np.isfinite(pred.X).all() and pred.X.min() >= 0
+    # cells move: the prediction differs from the source cells, and depends on Δt
+    later = model.predict_time(5.0, adata=source)
+    assert not np.allclose(later.obsm["X_biojepa"], pred.obsm["X_biojepa"])
+    same = model.predict_time(2.0, adata=source, expression="mean")
+    reference = model.predict_time(2.0, adata=source, expression="mean")
+    np.testing.assert_allclose(same.X, reference.X)
+
+    # cells without a time column need `source_time`
+    bare = source.copy()
+    del bare.obs["time"]
+    with pytest.raises(ValueError, match="source_time"):
+        model.predict_time(3.0, adata=bare)
+    np.testing.assert_allclose(
+        model.predict_time(3.0, adata=bare, source_time=2.0).X, pred.X, rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="precedes"):
+        model.predict_time(1.0, adata=source)
+    with pytest.raises(ValueError, match="finite"):
+        model.predict_time(float("nan"), adata=source)
+
+
+def test_predict_time_survives_save_and_load(trained_time, tmp_path):
+    model, train = trained_time
+    source = train[train.obs.time == 4].copy()
+    before = model.predict_time(6.0, adata=source)
+    model.save(tmp_path / "model")
+    loaded = scjepa.BioJEPA.load(tmp_path / "model", adata=train)
+    after = loaded.predict_time(6.0, adata=source)
+    np.testing.assert_allclose(after.X, before.X, rtol=1e-5, atol=1e-5)
+
+
+def test_predict_time_needs_a_time_course(trained):
+    model, data = trained
+    with pytest.raises(ValueError, match="time_key"):
+        model.predict_time(1.0, adata=data)
+
+
+def test_time_baselines():
+    adata = small_timecourse()
+    train = adata[adata.obs.time != 3].copy()
+    nearest = scjepa.baselines.NearestTimeBaseline().fit(train)
+    pred = nearest.predict_time(3.0)  # tie between 2 and 4 goes to the earlier
+    assert (pred.obs.source_time == 2.0).all() and (pred.obs.time == 3.0).all()
+    assert pred.n_obs == (train.obs.time == 2).sum()
+    assert nearest.predict_time(9.0).obs.source_time.iloc[0] == 6.0
+
+    ot = scjepa.baselines.OTInterpolationBaseline(n_pcs=10).fit(train)
+    middle = ot.predict_time(3.0, seed=0)
+    assert middle.obs_names.is_unique and (middle.obs.source_time == 2.0).all()
+    x = scjepa.metrics.log_normalized_matrix(train, "counts").toarray()
+    mean2, mean4 = (x[train.obs.time.to_numpy() == t].mean(0) for t in (2, 4))
+    # displacement interpolation halfway moves the mean halfway (up to sampling of pairs)
+    covered = (middle.X.mean(0) - mean2) @ (mean4 - mean2) / np.sum((mean4 - mean2) ** 2)
+    assert 0.35 < covered < 0.65
+    beyond = ot.predict_time(8.0, n_cells=50)  # extrapolates from times 5 and 6
+    assert beyond.n_obs == 50 and (beyond.obs.source_time == 5.0).all()
+    np.testing.assert_allclose(ot.predict_time(4.0).X, nearest.predict_time(4.0).X)
+    with pytest.raises(RuntimeError, match="fit"):
+        scjepa.baselines.OTInterpolationBaseline().predict_time(1.0)
+
+
+def test_transport_and_fate_metrics(rng):
+    a = rng.normal(size=(80, 3))
+    assert scjepa.metrics.wasserstein_distance(a, a) == pytest.approx(0.0, abs=1e-12)
+    shift = np.array([3.0, 4.0, 0.0])
+    # far apart, the optimal coupling pairs each cell with its own translate: W1 = |shift|
+    assert scjepa.metrics.wasserstein_distance(a, a + 10 * shift) == pytest.approx(50.0, rel=1e-6)
+    coupling = scjepa.metrics.sinkhorn_coupling(a[:50], a[:30] + 0.1)
+    np.testing.assert_allclose(coupling.sum(axis=1), 1 / 50, rtol=1e-4)
+    np.testing.assert_allclose(coupling.sum(axis=0), 1 / 30, rtol=1e-4)
+
+    labels = np.array(["A"] * 40 + ["B"] * 40)
+    reference = np.concatenate([rng.normal(-5, 1, (40, 2)), rng.normal(5, 1, (40, 2))])
+    query = np.array([[-5.0, -5.0], [5.0, 5.0], [4.0, 6.0]])
+    assert list(scjepa.metrics.transfer_labels(reference, labels, query)) == ["A", "B", "B"]
+    assert scjepa.metrics.proportion_error(["A", "B", "B", "B"], ["A", "A", "B", "B"]) == 0.25
+    with pytest.raises(ValueError, match="one entry per reference"):
+        scjepa.metrics.transfer_labels(reference, labels[:5], query)
+
+
+def test_evaluate_time_ranks_real_cells_above_stale_ones():
+    adata = small_timecourse()
+    train = adata[adata.obs.time != 3].copy()
+    real = adata[adata.obs.time == 3].copy()
+    perfect = scjepa.baselines.NearestTimeBaseline().fit(adata).predict_time(3.0)
+    stale = scjepa.baselines.NearestTimeBaseline().fit(train).predict_time(3.0)
+    scores = scjepa.tl.evaluate_time(
+        {"perfect": perfect, "stale": stale}, real, train, labels_key="fate", n_pcs=10
+    )
+    assert {"perfect", "stale", "observed", "observed_halves"} <= set(scores.index)
+    assert scores.loc["perfect", "energy_distance"] == pytest.approx(0.0, abs=1e-9)
+    assert scores.loc["perfect", "fate_error"] == 0.0
+    assert scores.loc["stale", "wasserstein"] > scores.loc["perfect", "wasserstein"]
+    assert scores.loc["stale", "energy_distance"] > scores.loc["observed_halves", "energy_distance"]
+    fractions = scores.loc["observed", [c for c in scores.columns if c.startswith("fraction_")]]
+    assert fractions.sum() == pytest.approx(1.0)
+    assert scores.loc["observed", "label_transfer_accuracy"] > 0.8
+
+
+def test_time_plots():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    adata = small_timecourse()
+    train = adata[adata.obs.time != 3].copy()
+    real = adata[adata.obs.time == 3].copy()
+    predictions = {
+        "nearest_time": scjepa.baselines.NearestTimeBaseline().fit(train).predict_time(3.0),
+        "ot_interpolation": scjepa.baselines.OTInterpolationBaseline(n_pcs=10)
+        .fit(train)
+        .predict_time(3.0),
+    }
+    axes = scjepa.pl.time_populations(predictions, real, train)
+    assert [ax.get_title() for ax in axes] == [
+        "nearest_time, time 3.0",
+        "ot_interpolation, time 3.0",
+    ]
+    assert len(axes[0].collections) == 3  # training cells, observed, predicted
+    scores = scjepa.tl.evaluate_time(predictions, real, train, labels_key="fate", n_pcs=10)
+    ax = scjepa.pl.fate_proportions(scores)
+    assert len(ax.patches) == 3 * 3  # observed + two methods, three fates
+    with pytest.raises(KeyError, match="labels_key"):
+        scjepa.pl.fate_proportions(scores.drop(columns=[c for c in scores if "fraction" in c]))
