@@ -73,13 +73,14 @@ sc.pl.umap(train, color=["time", "fate", "batch"], ncols=3)"""
     new_markdown_cell(
         """## Predict the held-out day
 
-`predict_time` moves each source cell (here the day-2 cells) forward by `Δt = 3 - 2` and returns an
-AnnData of predicted cells: log-normalised expression in `X`, predicted embeddings in
-`obsm["X_biojepa"]`. With `key_added` the predicted embeddings also go into the source AnnData.
-The baselines return the same layout."""
+`predict_time` moves each source cell by `Δt` = target time minus its own sampling time: here the
+day-2 cells forwards by one day and the day-4 cells backwards by one day, so the held-out day is
+approached from both sides, as optimal-transport interpolation does. It returns an AnnData of
+predicted cells: log-normalised expression in `X`, predicted embeddings in `obsm["X_biojepa"]`
+(with `key_added` also in the source AnnData). The baselines return the same layout."""
     ),
     new_code_cell(
-        """source = train[train.obs.time == 2.0].copy()
+        """source = train[train.obs.time.isin([2.0, 4.0])].copy()
 predictions = {
     "BioJEPA": model.predict_time(held_out, adata=source, key_added="X_biojepa_day3"),
     "nearest_time": scjepa.baselines.NearestTimeBaseline().fit(train).predict_time(held_out),

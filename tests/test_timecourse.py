@@ -107,8 +107,14 @@ def test_predict_time_interpolates_and_writes_embeddings(trained_time):
     np.testing.assert_allclose(
         model.predict_time(3.0, adata=bare, source_time=2.0).X, pred.X, rtol=1e-5, atol=1e-5
     )
-    with pytest.raises(ValueError, match="precedes"):
-        model.predict_time(1.0, adata=source)
+    # backwards in time, and from several time points at once: each cell moves by its own Δt
+    earlier = model.predict_time(1.0, adata=source)
+    assert (earlier.obs.time == 1.0).all()
+    around = train[train.obs.time.isin([2, 4])].copy()
+    both = model.predict_time(3.0, adata=around)
+    assert sorted(both.obs.source_time.unique()) == [2.0, 4.0]
+    from_two = both[both.obs.source_time == 2.0]
+    np.testing.assert_allclose(from_two.obsm["X_biojepa"], pred.obsm["X_biojepa"], rtol=1e-5)
     with pytest.raises(ValueError, match="finite"):
         model.predict_time(float("nan"), adata=source)
 

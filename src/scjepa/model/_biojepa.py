@@ -584,17 +584,20 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         """Predict the state of cells at another time.
 
         Each source cell is embedded, moved by the predictor over ``Δt = target_time - t`` (its
-        own sampling time ``t``), and decoded with its batch and library size. Between sampled
-        time points this interpolates; after the last it extrapolates (most reliably within
-        about one sampling interval, as ``Δt`` beyond the training pairs was never seen).
+        own sampling time ``t``; negative ``Δt`` looks back in time), and decoded with its batch
+        and library size. To interpolate between two sampled time points, pass the cells of both:
+        the earlier ones move forwards and the later ones backwards, and together they form the
+        predicted population, as optimal-transport interpolation uses both neighbours. After the
+        last time point it extrapolates (most reliably within about one sampling interval, as
+        ``Δt`` beyond the training pairs was never seen).
 
         Parameters
         ----------
         target_time
             Time to predict, in the units of the registered ``time_key``.
         adata
-            Source cells; ``None`` uses the training data (then pass ``indices``, e.g. the cells
-            of one time point).
+            Source cells, from one or several time points; ``None`` uses the training data (then
+            pass ``indices``, e.g. the cells of the time points around ``target_time``).
         indices
             Subset of ``adata`` to use as source cells.
         source_time
@@ -649,11 +652,6 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         else:
             times = adata.obs[time_key].to_numpy(dtype=float)[source_index]
         elapsed = float(target_time) - times
-        if (elapsed < 0).any():
-            raise ValueError(
-                f"`target_time`={target_time} precedes the sampling time of some source cells "
-                f"(latest: {times.max():g}); the model predicts forward in time."
-            )
         elapsed_tensor = torch.as_tensor(elapsed, dtype=torch.float32)
 
         def move_by(scale: float):

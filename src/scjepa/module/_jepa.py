@@ -49,10 +49,11 @@ class BioJEPAModule(BaseModuleClass):
       perturbed cells of that stratum. Cells are unpaired, so the predicted and observed
       populations are compared by exact minibatch optimal transport plus a mean-matching term;
     * time: cells sampled at time ``t`` plus an encoding of ``Δt`` predict the embeddings of the
-      cells sampled at ``t + Δt`` in the same time stratum, the populations again matched by
-      minibatch optimal transport (as V-JEPA predicts later frames of a video, Bardes et al.
-      2024; matching unpaired snapshots by optimal transport follows Waddington-OT, Schiebinger
-      et al., Cell 2019). ``Δt = 0`` pairs anchor the reference "no time passes".
+      cells sampled at ``t + Δt`` in the same time stratum, forwards and backwards in time, the
+      populations again matched by minibatch optimal transport (as V-JEPA predicts other frames
+      of a video, Bardes et al. 2024; matching unpaired snapshots by optimal transport follows
+      Waddington-OT, Schiebinger et al., Cell 2019). ``Δt = 0`` pairs anchor the reference "no
+      time passes".
 
     VICReg variance and covariance terms (Bardes et al., ICLR 2022) on the context embeddings and
     on predictions keep the embedding from collapsing. A negative binomial decoder reads
@@ -472,7 +473,12 @@ class BioJEPAModule(BaseModuleClass):
         return outputs
 
     def _time_objective(self, tensors: dict, inference_outputs: dict) -> dict | None:
-        """Predict the cells of later time points from earlier ones in the same time stratum."""
+        """Predict the cells of each time point from those of the others in the same time stratum.
+
+        Every ordered pair of time points in the minibatch is used, backwards as well as
+        forwards: predicting where cells came from is the same kind of task, and it lets
+        :meth:`~scjepa.model.BioJEPA.predict_time` approach an unsampled time from both sides.
+        """
         if self.time_encoder is None or SCJEPA_KEYS.TIME_KEY not in tensors:
             return None
         time = tensors[SCJEPA_KEYS.TIME_KEY].reshape(-1).float()
@@ -495,7 +501,7 @@ class BioJEPAModule(BaseModuleClass):
             for t in range(len(keys)):
                 same_course = bool((keys[s, :2] == keys[t, :2]).all())
                 dt = float(keys[t, 2] - keys[s, 2])
-                if not same_course or dt < 0:
+                if not same_course:
                     continue
                 contexts.append(z_online[rows[s]])
                 targets.append(z_target[rows[t]])
@@ -503,7 +509,7 @@ class BioJEPAModule(BaseModuleClass):
                 batches.append(batch_index[rows[s]])
                 sizes.append(len(rows[s]))
                 changes.append(means[t] - means[s])
-                is_change.append(dt > 0)
+                is_change.append(dt != 0)
         if not any(is_change):
             return None
         predicted, reference = self.predict_after(torch.cat(contexts), torch.cat(elapsed))

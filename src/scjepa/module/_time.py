@@ -11,8 +11,9 @@ from scjepa.module._encoder import mlp
 class TimeStepEncoder(nn.Module):
     """Embed elapsed times, measured in units of the training time course's span.
 
-    ``Δt`` enters as ``τ = Δt / span`` through a small network whose output starts at zero, so an
-    untrained temporal predictor, like the perturbation predictor, says "nothing changes". The
+    ``Δt`` (negative: backwards in time) enters as ``τ = Δt / span`` and ``sign(τ) √|τ|`` through
+    a small network whose output starts at zero, so an untrained temporal predictor, like the
+    perturbation predictor, says "nothing changes". The
     embedding is added to the predictor's time-task token, as V-JEPA conditions its predictor on
     the positions of the frames it predicts (Bardes et al., 2024).
 
@@ -39,4 +40,4 @@ class TimeStepEncoder(nn.Module):
     def forward(self, elapsed: torch.Tensor) -> torch.Tensor:
         """``(n, n_output)`` embeddings of ``(n,)`` elapsed times."""
         tau = elapsed.reshape(-1, 1).float() / self.span
-        return self.network(torch.cat([tau, tau.abs().sqrt()], dim=-1))
+        return self.network(torch.cat([tau, tau.sign() * tau.abs().sqrt()], dim=-1))
