@@ -1,3 +1,7 @@
+import functools
+import http.server
+import threading
+
 import numpy as np
 import pytest
 import scvi
@@ -40,3 +44,17 @@ def controls_of(adata):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve files from a folder on the loopback interface."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

@@ -1,7 +1,3 @@
-import functools
-import http.server
-import threading
-
 import anndata
 import numpy as np
 import pandas as pd
@@ -65,20 +61,6 @@ def test_demo_task_needs_more_than_the_mean_shift():
     synergistic = adata.uns["perturbseq_demo"]["synergistic_pairs"]
     others = [p for p in perturbations if "+" in p and p not in synergistic]
     assert np.mean([residual(p) for p in synergistic]) > np.mean([residual(p) for p in others])
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serve files from a folder on the loopback interface."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def _norman_like(path):

@@ -1,6 +1,11 @@
 """Baselines with the same ``fit`` / ``predict_*`` shape as BioJEPA."""
 
 from scjepa.baselines._linear import LinearBaseline
+from scjepa.baselines._modality import (
+    KNNModalityBaseline,
+    ModalityBaseline,
+    RidgeModalityBaseline,
+)
 from scjepa.baselines._simple import (
     AdditiveBaseline,
     MeanPerturbationBaseline,
@@ -15,11 +20,14 @@ from scjepa.baselines._time import (
 
 __all__ = [
     "AdditiveBaseline",
+    "KNNModalityBaseline",
     "LinearBaseline",
     "MeanPerturbationBaseline",
+    "ModalityBaseline",
     "NearestTimeBaseline",
     "NoChangeBaseline",
     "OTInterpolationBaseline",
     "PerturbationBaseline",
+    "RidgeModalityBaseline",
     "TimeCourseBaseline",
 ]

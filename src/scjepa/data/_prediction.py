@@ -119,6 +119,39 @@ def time_prediction_anndata(
     )
 
 
+def modality_prediction_anndata(
+    source: AnnData,
+    target_var: pd.DataFrame,
+    values: np.ndarray,
+    embeddings: np.ndarray | None = None,
+    method: str = "BioJEPA",
+    **uns,
+) -> AnnData:
+    """Assemble predicted values of another modality for the cells of ``source``.
+
+    Parameters
+    ----------
+    source
+        AnnData of the cells the prediction starts from (e.g. RNA only); its ``obs`` is kept.
+    target_var
+        ``var`` of the predicted modality (e.g. the training protein AnnData's).
+    values
+        ``(n_cells, n_features)`` predicted log-normalised values.
+    embeddings
+        Optional predicted embeddings, stored in ``obsm["X_biojepa"]``.
+    method
+        Name of the predictor, stored in ``uns["scjepa"]["method"]``.
+    **uns
+        More entries for ``uns["scjepa"]``.
+    """
+    obs = source.obs.loc[:, [c for c in source.obs.columns if not str(c).startswith("_scvi")]]
+    predicted = _predicted_cells(
+        obs.copy(), pd.Index(target_var.index), values, embeddings, None, method=method, **uns
+    )
+    predicted.var = target_var.copy()
+    return predicted
+
+
 def _predicted_cells(
     obs: pd.DataFrame,
     var_names: pd.Index,

@@ -14,6 +14,7 @@ from scjepa.metrics._delta import (
 from scjepa.metrics._distribution import energy_distance, mmd
 from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
 from scjepa.metrics._fate import label_proportions, proportion_error, transfer_labels
+from scjepa.metrics._modality import feature_pearson, feature_rmse, knn_label_accuracy
 from scjepa.metrics._transport import sinkhorn_coupling, wasserstein_distance
 
 __all__ = [
@@ -22,6 +23,9 @@ __all__ = [
     "direction_agreement",
     "discrimination_score",
     "energy_distance",
+    "feature_pearson",
+    "feature_rmse",
+    "knn_label_accuracy",
     "label_proportions",
     "log_normalized_matrix",
     "mae",

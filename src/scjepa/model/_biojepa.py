@@ -143,10 +143,12 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         )
         n_seen = 0 if members is None else len(members) - 1
         self._model_summary_string = (
-            f"BioJEPA with n_latent: {n_latent}, n_hidden: {n_hidden}, n_layers: {n_layers}, "
-            f"perturbation categories: {n_seen}, perturbable entities: "
-            f"{0 if features is None else len(features)}"
+            f"BioJEPA with n_latent: {n_latent}, n_hidden: {n_hidden}, n_layers: {n_layers}"
         )
+        if features is not None:
+            self._model_summary_string += (
+                f", perturbation categories: {n_seen}, perturbable entities: {len(features)}"
+            )
         if time_kwargs:
             self._model_summary_string += f", time span: {time_kwargs['time_span']:g}"
         self.init_params_ = self._get_init_params(locals())
