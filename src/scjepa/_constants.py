@@ -11,6 +11,7 @@ class _ScJEPARegistryKeys(NamedTuple):
     PERTURBATION_KEY: str = "perturbation"
     DOSE_KEY: str = "dose"
     TIME_KEY: str = "time"
+    PROTEIN_KEY: str = "protein"
 
 
 SCJEPA_KEYS = _ScJEPARegistryKeys()

@@ -11,12 +11,15 @@ import pandas as pd
 import rich.pretty  # noqa: F401 - scvi-tools' view_anndata_setup uses it without importing it
 import torch
 from anndata import AnnData
+from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalObsField,
     LayerField,
+    MuDataCategoricalObsField,
+    MuDataLayerField,
     NumericalObsField,
 )
 from scvi.model._utils import parse_device_args
@@ -30,8 +33,18 @@ from scjepa.data._features import (
     log_normalize,
     validate_feature_table,
 )
+from scjepa.data._multimodal import (
+    DEFAULT_MODALITIES,
+    as_rna_protein_mudata,
+    prepare_mudata,
+    rna_of,
+)
 from scjepa.data._perturbations import members_to_index, parse_perturbation
-from scjepa.data._prediction import prediction_anndata, time_prediction_anndata
+from scjepa.data._prediction import (
+    modality_prediction_anndata,
+    prediction_anndata,
+    time_prediction_anndata,
+)
 from scjepa.data._sampling import control_code, registered_times, time_strata_by_batch
 from scjepa.data._splitter import PerturbationDataSplitter
 from scjepa.data._validation import (
@@ -40,7 +53,13 @@ from scjepa.data._validation import (
     validate_numeric_obs,
     validate_obs_column,
 )
-from scjepa.model._serialization import ADATA_FILE, MODEL_FILE, read_model_file, write_model_file
+from scjepa.model._serialization import (
+    ADATA_FILE,
+    MODEL_FILE,
+    MUDATA_FILE,
+    read_model_file,
+    write_model_file,
+)
 from scjepa.module import BioJEPAModule
 from scjepa.module._normalize import library_size, to_dense
 from scjepa.train import JEPATrainingPlan
@@ -138,6 +157,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             perturbation_members=members,
             control_code=ctrl,
             use_dose=SCJEPA_KEYS.DOSE_KEY in self.adata_manager.data_registry,
+            n_proteins=self._n_proteins(),
             **time_kwargs,
             **module_kwargs,
         )
@@ -151,7 +171,22 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             )
         if time_kwargs:
             self._model_summary_string += f", time span: {time_kwargs['time_span']:g}"
+        if self._n_proteins():
+            self._model_summary_string += f", proteins: {self._n_proteins()}"
         self.init_params_ = self._get_init_params(locals())
+
+    def _n_proteins(self) -> int:
+        if SCJEPA_KEYS.PROTEIN_KEY not in self.adata_manager.data_registry:
+            return 0
+        registry = self.registry_["field_registries"][SCJEPA_KEYS.PROTEIN_KEY]
+        return len(registry["state_registry"]["column_names"])
+
+    def _counts(self, adata) -> object:
+        """The registered RNA counts matrix of ``adata`` (an AnnData or a MuData)."""
+        if isinstance(adata, MuData):
+            modality = self._setup_args["modalities"]["rna_layer"]
+            return get_layer(adata.mod[modality], self._setup_args["rna_layer"])
+        return get_layer(adata, self._setup_args["layer"])
 
     def _time_course_kwargs(self) -> dict:
         """Span of the registered time course and how its cells are paired, for the module."""
@@ -262,6 +297,80 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        protein_layer: str | None = None,
+        atac_layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register a MuData of RNA and surface-protein counts (CITE-seq) with BioJEPA.
+
+        In the style of ``scvi.model.TOTALVI.setup_mudata``. Every cell needs RNA; cells without
+        protein measurements (mosaic data) are allowed: cells missing from the protein modality
+        are added to it as all-zero rows, and all-zero rows are treated as "not measured", so
+        they train the RNA objectives only and get proteins predicted.
+
+        Parameters
+        ----------
+        mdata
+            MuData with an RNA and a protein modality of raw counts.
+        rna_layer
+            Layer of RNA counts in the RNA modality; ``None`` uses its ``X``.
+        protein_layer
+            Layer of protein counts in the protein modality; ``None`` uses its ``X``.
+        atac_layer
+            Not supported yet: chromatin accessibility needs its own likelihood.
+        batch_key
+            ``obs`` column of batches (in the modality named by ``modalities["batch_key"]``).
+        labels_key
+            ``obs`` column of cell-type labels (in ``modalities["labels_key"]``).
+        modalities
+            Which modality holds each of ``rna_layer``, ``protein_layer``, ``batch_key`` and
+            ``labels_key``; by default ``"rna"``, ``"protein"``, ``"rna"``, ``"rna"``.
+        """
+        if atac_layer is not None:
+            raise NotImplementedError(
+                "ATAC is not supported yet; register RNA and protein (CITE-seq)."
+            )
+        modalities = {**DEFAULT_MODALITIES, **(modalities or {})}
+        training_setup = "source_registry" not in kwargs
+        prepare_mudata(mdata, modalities, rna_layer, protein_layer, pad=training_setup)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        setup_method_args["setup_args"]["modalities"] = modalities
+        for key, what in [(batch_key, "batch_key"), (labels_key, "labels_key")]:
+            validate_obs_column(mdata.mod[modalities[what]], key, what.split("_")[0].title())
+        fields = [
+            MuDataLayerField(
+                REGISTRY_KEYS.X_KEY,
+                rna_layer,
+                mod_key=modalities["rna_layer"],
+                is_count_data=True,
+                mod_required=True,
+            ),
+            MuDataCategoricalObsField(
+                REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=modalities["batch_key"]
+            ),
+            MuDataCategoricalObsField(
+                REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities["labels_key"]
+            ),
+            MuDataLayerField(
+                SCJEPA_KEYS.PROTEIN_KEY,
+                protein_layer,
+                mod_key=modalities["protein_layer"],
+                is_count_data=True,
+                mod_required=True,
+            ),
+        ]
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
+
     @property
     def _setup_args(self) -> dict:
         return self.adata_manager.registry["setup_args"]
@@ -271,7 +380,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
     ) -> pd.DataFrame:
         if features is not None:
             return validate_feature_table(features)
-        counts = get_layer(self.adata, self._setup_args["layer"])
+        counts = self._counts(self.adata)
         return gene_features_from_expression(
             counts,
             self.adata.var_names,
@@ -305,17 +414,19 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             ]
         )
 
+    def _rna_modality(self) -> str | None:
+        return self._setup_args.get("modalities", {}).get("rna_layer")
+
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
         if adata is not None:
             if adata.n_obs == 0:
                 raise ValueError("The AnnData has no cells.")
             expected = self._training_var_names
-            if adata.n_vars != len(expected) or not np.array_equal(
-                np.asarray(adata.var_names), expected
-            ):
-                missing = np.setdiff1d(expected, np.asarray(adata.var_names))[:5].tolist()
+            genes = rna_of(adata, self._rna_modality()).var_names
+            if len(genes) != len(expected) or not np.array_equal(np.asarray(genes), expected):
+                missing = np.setdiff1d(expected, np.asarray(genes))[:5].tolist()
                 raise ValueError(
-                    f"The AnnData's genes differ from the model's ({adata.n_vars} vs "
+                    f"The AnnData's genes differ from the model's ({len(genes)} vs "
                     f"{len(expected)} genes; missing e.g. {missing}). Subset and order them as in "
                     "training: `adata = adata[:, model.adata.var_names]` (genes absent from the "
                     "data must be added as zero counts)."
@@ -384,7 +495,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         }
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        layer = get_layer(self.adata, self._setup_args["layer"])
+        layer = self._counts(self.adata)
         if self.module.perturbation_encoder is not None:
             self.target_gene_effects_ = target_gene_effects(
                 self.adata,
@@ -415,39 +526,128 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
             adata=adata,
             indices=indices,
             batch_size=batch_size,
-            load_sparse_tensor=_is_sparse_matrix(get_layer(adata, self._setup_args["layer"])),
+            load_sparse_tensor=_is_sparse_matrix(self._counts(adata)),
         )
 
     @torch.inference_mode()
     def get_latent_representation(
         self,
-        adata: AnnData | None = None,
+        adata: AnnData | MuData | None = None,
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
+        modality: str = "joint",
     ) -> np.ndarray:
-        """Embed cells with the target encoder.
+        """Embed cells with the target encoders.
 
         Parameters
         ----------
         adata
-            AnnData with the training genes; ``None`` uses the training data.
+            AnnData (or, for a model set up with :meth:`setup_mudata`, MuData) with the training
+            genes; ``None`` uses the training data.
         indices
             Cells to embed; ``None`` embeds all.
         batch_size
             Minibatch size for inference.
+        modality
+            For multi-modal models: ``"rna"`` (the RNA encoder), ``"protein"`` (the protein
+            encoder; cells without proteins get the embedding predicted from their RNA) or
+            ``"joint"`` (default; the mean of the two). RNA-only models always use RNA.
 
         Returns
         -------
         Array ``(n_cells, n_latent)``; store it as ``adata.obsm["X_biojepa"]`` for scanpy.
         """
         self._check_if_trained(warn=True)
+        if modality not in ("joint", "rna", "protein"):
+            raise ValueError(f"`modality` must be 'joint', 'rna' or 'protein', got {modality!r}.")
+        multimodal = self.module.protein_branch is not None
+        if modality == "protein" and not multimodal:
+            raise ValueError("This model was set up with RNA alone; use modality='rna'.")
         adata = self._validate_anndata(adata)
         self.module.eval()
-        chunks = [
-            self.module.embed(tensors[REGISTRY_KEYS.X_KEY]).cpu()
-            for tensors in self._loader(adata, indices, batch_size)
-        ]
+        chunks = []
+        for tensors in self._loader(adata, indices, batch_size):
+            rna = self.module.embed(tensors[REGISTRY_KEYS.X_KEY])
+            if not multimodal or modality == "rna":
+                chunks.append(rna.cpu())
+                continue
+            protein = self._protein_embedding(tensors)
+            chunks.append((protein if modality == "protein" else (rna + protein) / 2).cpu())
         return torch.cat(chunks).numpy()
+
+    def _protein_embedding(self, tensors: dict) -> torch.Tensor:
+        """Protein embeddings where proteins were measured, predicted from RNA elsewhere."""
+        counts = to_dense(tensors[SCJEPA_KEYS.PROTEIN_KEY]).to(self.device)
+        predicted = self.module.predict_modality(
+            self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY]), target=1
+        )
+        measured = (counts.sum(dim=1) > 0).unsqueeze(1)
+        return torch.where(measured, self.module.embed_protein(counts), predicted)
+
+    @torch.inference_mode()
+    def predict_modality(
+        self,
+        adata: AnnData | MuData | None = None,
+        target: str = "protein",
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> AnnData:
+        """Predict another modality (surface proteins) for cells from their RNA.
+
+        The RNA embedding of each cell is moved by the cross-modal predictor to a protein
+        embedding, which the protein head reads out. Measured proteins, if any, are ignored, so
+        held-out cells can be scored against them.
+
+        Parameters
+        ----------
+        adata
+            Cells with RNA: an AnnData of the training genes (raw counts, in the registered
+            layer) or a MuData laid out as in training; ``None`` uses the training data.
+        target
+            The modality to predict; ``"protein"``.
+        indices
+            Cells to predict for; ``None`` takes all.
+        batch_size
+            Minibatch size for inference.
+
+        Returns
+        -------
+        AnnData with the cells' ``obs``, the training protein ``var``, predicted log-normalised
+        protein values (``normalize_total`` + ``log1p``) in ``X`` and predicted protein
+        embeddings in ``obsm["X_biojepa"]``.
+        """
+        self._check_if_trained(warn=True)
+        if self.module.protein_branch is None:
+            raise ValueError(
+                "This model was set up with RNA alone; set up a MuData of RNA and proteins with "
+                "`BioJEPA.setup_mudata` to predict proteins."
+            )
+        if target != "protein":
+            raise ValueError(f"Only target='protein' is supported, got {target!r}.")
+        modalities = self._setup_args["modalities"]
+        protein_var = self.adata.mod[modalities["protein_layer"]].var
+        source = self.adata if adata is None else adata
+        if isinstance(source, AnnData):
+            source = as_rna_protein_mudata(
+                source, protein_var, modalities, self._setup_args["protein_layer"]
+            )
+        source = self._validate_anndata(source)
+        cells = rna_of(source, modalities["rna_layer"])
+        index = np.arange(cells.n_obs) if indices is None else np.asarray(indices)
+        self.module.eval()
+        embeddings, values = [], []
+        for tensors in self._loader(source, index, batch_size):
+            context = self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY])
+            z = self.module.predict_modality(context, target=1)
+            embeddings.append(z.cpu().numpy())
+            values.append(self.module.protein_branch.decode(z).clamp(min=0).cpu().numpy())
+        return modality_prediction_anndata(
+            cells[index],
+            protein_var,
+            np.concatenate(values),
+            embeddings=np.concatenate(embeddings),
+            target=target,
+        )
 
     # ---------------------------------------------------------------------------- prediction
     @torch.inference_mode()
@@ -829,7 +1029,7 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         overwrite
             Overwrite an existing directory.
         save_anndata
-            Also write the training AnnData (as ``adata.h5ad``).
+            Also write the training data (as ``adata.h5ad``, or ``mdata.h5mu`` for a MuData).
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write_h5ad`.
         """
@@ -838,9 +1038,12 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         os.makedirs(dir_path, exist_ok=True)
         prefix = prefix or ""
         if save_anndata:
-            self.adata.write_h5ad(
-                os.path.join(dir_path, f"{prefix}{ADATA_FILE}"), **anndata_write_kwargs
-            )
+            if isinstance(self.adata, MuData):
+                self.adata.write(os.path.join(dir_path, f"{prefix}{MUDATA_FILE}"))
+            else:
+                self.adata.write_h5ad(
+                    os.path.join(dir_path, f"{prefix}{ADATA_FILE}"), **anndata_write_kwargs
+                )
         attributes = {
             name: value for name, value in self._get_user_attributes() if name.endswith("_")
         }
@@ -887,26 +1090,37 @@ class BioJEPA(UnsupervisedTrainingMixin, BaseModelClass):
         )
         if adata is None:
             adata_path = os.path.join(dir_path, f"{prefix}{ADATA_FILE}")
-            if not os.path.exists(adata_path):
+            mudata_path = os.path.join(dir_path, f"{prefix}{MUDATA_FILE}")
+            if os.path.exists(mudata_path):
+                import mudata
+
+                adata = mudata.read_h5mu(mudata_path)
+            elif os.path.exists(adata_path):
+                import anndata
+
+                adata = anndata.read_h5ad(adata_path)
+            else:
                 raise ValueError(
                     "No AnnData was saved with this model; pass the training data as `adata=`."
                 )
-            import anndata
-
-            adata = anndata.read_h5ad(adata_path)
         registry = attributes.pop("registry_")
         if registry.get("model_name") not in (None, cls.__name__):
             raise ValueError(
                 f"This directory holds a {registry['model_name']} model, not a {cls.__name__}."
             )
-        if adata.n_vars != len(var_names) or not np.array_equal(
-            np.asarray(adata.var_names, dtype=object), var_names
+        genes = rna_of(
+            adata, registry["setup_args"].get("modalities", {}).get("rna_layer")
+        ).var_names
+        if len(genes) != len(var_names) or not np.array_equal(
+            np.asarray(genes, dtype=object), var_names
         ):
             raise ValueError(
                 "The AnnData's genes differ from those the model was trained on; subset and order "
                 "them as in training: `adata = adata[:, saved_var_names]`."
             )
-        cls.setup_anndata(adata, source_registry=registry, **registry["setup_args"])
+        setup = getattr(cls, registry.get("setup_method_name", "setup_anndata"))
+        setup_args = dict(registry["setup_args"])
+        setup(adata, source_registry=registry, **setup_args)
         init_params = attributes.pop("init_params_")
         kwargs = {k: v for group in init_params["kwargs"].values() for k, v in group.items()}
         non_kwargs = dict(init_params["non_kwargs"])

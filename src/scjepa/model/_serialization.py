@@ -17,6 +17,7 @@ import torch
 
 MODEL_FILE = "model.pt"
 ADATA_FILE = "adata.h5ad"
+MUDATA_FILE = "mdata.h5mu"
 FORMAT_VERSION = 1
 
 

@@ -13,6 +13,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from scjepa._constants import NORMALIZATION_TARGET_SUM, SCJEPA_KEYS
 from scjepa.module._decoder import NegativeBinomialDecoder
 from scjepa.module._encoder import CellEncoder
+from scjepa.module._modality import ModalityBranch
 from scjepa.module._normalize import library_size, log_normalize, to_dense
 from scjepa.module._perturbation import PerturbationEncoder
 from scjepa.module._predictor import ConditionalPredictor
@@ -53,7 +54,13 @@ class BioJEPAModule(BaseModuleClass):
       populations again matched by minibatch optimal transport (as V-JEPA predicts other frames
       of a video, Bardes et al. 2024; matching unpaired snapshots by optimal transport follows
       Waddington-OT, Schiebinger et al., Cell 2019). ``Δt = 0`` pairs anchor the reference "no
-      time passes".
+      time passes";
+    * modality (CITE-seq): the RNA embedding of a cell plus the target modality's token predicts
+      the target embedding of its proteins, and the protein embedding predicts the RNA target
+      embedding; the cells are paired, so this is a plain prediction error. It puts both
+      modalities in one space, and a head trained on the predicted protein embeddings reads
+      protein values for cells measured by RNA alone. Cells without protein counts (an all-zero
+      row) are left out of it.
 
     VICReg variance and covariance terms (Bardes et al., ICLR 2022) on the context embeddings and
     on predictions keep the embedding from collapsing. A negative binomial decoder reads
@@ -119,6 +126,12 @@ class BioJEPAModule(BaseModuleClass):
         :func:`scjepa.data.cell_groups`).
     time_weight
         Weight of the temporal objective relative to the masked-gene objective.
+    n_proteins
+        Number of features of a second modality (e.g. surface proteins); 0 for RNA alone.
+    modality_weight
+        Weight of the cross-modal objective relative to the masked-gene objective.
+    modality_readout_weight
+        Weight of the squared error of the protein head on the predicted protein embeddings.
     """
 
     def __init__(
@@ -148,6 +161,9 @@ class BioJEPAModule(BaseModuleClass):
         time_span: float | None = None,
         time_strata_by_batch: bool = True,
         time_weight: float = 1.0,
+        n_proteins: int = 0,
+        modality_weight: float = 1.0,
+        modality_readout_weight: float = 10.0,
     ):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
@@ -167,6 +183,8 @@ class BioJEPAModule(BaseModuleClass):
             "mean_match": mean_match_weight,
             "readout": readout_weight,
             "time": time_weight,
+            "modality": modality_weight,
+            "modality_readout": modality_readout_weight,
         }
         self.time_strata_by_batch = time_strata_by_batch
 
@@ -188,19 +206,28 @@ class BioJEPAModule(BaseModuleClass):
         self.time_encoder = None
         if time_span is not None:
             self.time_encoder = TimeStepEncoder(n_perturbation_embedding, time_span)
+        self.protein_branch = None
+        if n_proteins > 0:
+            self.protein_branch = ModalityBranch(n_proteins, n_latent, dropout=dropout)
+            # which modality the cross-modal predictor is asked for: 0 RNA, 1 protein
+            self.modality_embedding = torch.nn.Embedding(2, n_perturbation_embedding)
         self.decoder = NegativeBinomialDecoder(n_latent, n_input, n_batch, n_decoder_hidden)
         self._validation_generator = torch.Generator().manual_seed(0)
 
     def train(self, mode: bool = True):
-        """Set training mode; the target encoder always stays in evaluation mode (no dropout)."""
+        """Set training mode; the target encoders always stay in evaluation mode (no dropout)."""
         super().train(mode)
         self.target_encoder.eval()
+        if self.protein_branch is not None:
+            self.protein_branch.target_encoder.eval()
         return self
 
     @torch.no_grad()
     def update_target_encoder(self, momentum: float) -> None:
-        """Move the target encoder towards the online encoder by ``1 - momentum``."""
+        """Move the target encoders towards the online encoders by ``1 - momentum``."""
         ema_update(self.target_encoder, self.encoder, momentum)
+        if self.protein_branch is not None:
+            ema_update(self.protein_branch.target_encoder, self.protein_branch.encoder, momentum)
 
     # ----------------------------------------------------------------------------- inference API
     @auto_move_data
@@ -268,6 +295,18 @@ class BioJEPAModule(BaseModuleClass):
         reference = self.predictor(context, token + self.time_encoder(torch.zeros_like(elapsed)))
         return predicted, reference
 
+    def predict_modality(self, context: torch.Tensor, target: int = 1) -> torch.Tensor:
+        """Embeddings of modality ``target`` (0 RNA, 1 protein) predicted from ``context``."""
+        if self.protein_branch is None:
+            raise ValueError("This model was set up with RNA alone.")
+        token = self.condition(Task.MODALITY, len(context))
+        return self.predictor(context, token + self.modality_embedding.weight[target])
+
+    @auto_move_data
+    def embed_protein(self, protein: torch.Tensor) -> torch.Tensor:
+        """Target-encoder embeddings of protein counts."""
+        return self.protein_branch.target_encoder(log_normalize(protein)[0])
+
     @auto_move_data
     def embed_context(self, x: torch.Tensor) -> torch.Tensor:
         """Online-encoder embeddings of raw counts ``x``, the context the predictor starts from."""
@@ -301,7 +340,10 @@ class BioJEPAModule(BaseModuleClass):
             "library": library_size(x),
             "normalized": normalized,
         }
-        if self.perturbation_encoder is not None or self.time_encoder is not None:
+        if any(
+            part is not None
+            for part in (self.perturbation_encoder, self.time_encoder, self.protein_branch)
+        ):
             outputs["z_online"] = self.encoder(normalized)
         return outputs
 
@@ -339,6 +381,15 @@ class BioJEPAModule(BaseModuleClass):
             readout_loss = readout_loss + temporal["readout"]
         else:
             time_loss = z_target.new_zeros(())
+        cross = self._modality_objective(tensors, inference_outputs)
+        if cross is not None:
+            var_loss = var_loss + variance_loss(cross["online"]) + variance_loss(cross["predicted"])
+            cov_loss = (
+                cov_loss + covariance_loss(cross["online"]) + covariance_loss(cross["predicted"])
+            )
+            modality_loss, protein_loss = cross["aligned"], cross["readout"]
+        else:
+            modality_loss = protein_loss = z_target.new_zeros(())
 
         counts = to_dense(tensors[REGISTRY_KEYS.X_KEY])
         nll = (
@@ -348,12 +399,23 @@ class BioJEPAModule(BaseModuleClass):
         )
 
         jepa_loss = (
-            w["invariance"] * (mask_loss + w["perturbation"] * pert_loss + w["time"] * time_loss)
+            w["invariance"]
+            * (
+                mask_loss
+                + w["perturbation"] * pert_loss
+                + w["time"] * time_loss
+                + w["modality"] * modality_loss
+            )
             + w["variance"] * var_loss
             + w["covariance"] * cov_loss
         )
         # the decoder sees detached inputs, so its scale only matters for the reported total
-        total = jepa_loss + nll.mean() / self.n_input + w["readout"] * readout_loss
+        total = (
+            jepa_loss
+            + nll.mean() / self.n_input
+            + w["readout"] * readout_loss
+            + w["modality_readout"] * protein_loss
+        )
 
         with torch.no_grad():
             std = z_target.std(dim=0)
@@ -362,6 +424,8 @@ class BioJEPAModule(BaseModuleClass):
                 "masked_prediction_loss": mask_loss.detach(),
                 "perturbation_loss": pert_loss.detach(),
                 "time_loss": time_loss.detach(),
+                "modality_loss": modality_loss.detach(),
+                "protein_readout_loss": protein_loss.detach(),
                 "readout_loss": readout_loss.detach(),
                 "variance_loss": var_loss.detach(),
                 "covariance_loss": covariance_loss(z_target).detach(),
@@ -528,6 +592,31 @@ class BioJEPAModule(BaseModuleClass):
                 predicted, reference, torch.cat(batches), sizes, changes, is_change
             ),
         }
+
+    def _modality_objective(self, tensors: dict, inference_outputs: dict) -> dict | None:
+        """Predict each measured modality's target embedding from the other one, per cell."""
+        if self.protein_branch is None or SCJEPA_KEYS.PROTEIN_KEY not in tensors:
+            return None
+        counts = to_dense(tensors[SCJEPA_KEYS.PROTEIN_KEY])
+        measured = torch.nonzero(counts.sum(dim=1) > 0).reshape(-1)
+        if len(measured) < 2:
+            return None
+        protein = log_normalize(counts[measured])[0]
+        branch = self.protein_branch
+        online = branch.encoder(protein)
+        with torch.no_grad():
+            target = branch.target_encoder(protein)
+        to_protein = self.predict_modality(inference_outputs["z_online"][measured], target=1)
+        to_rna = self.predict_modality(online, target=0)
+        aligned = F.mse_loss(to_protein, target) + F.mse_loss(
+            to_rna, inference_outputs["z_target"][measured]
+        )
+        # the head learns from measured embeddings and from predicted ones, which are what
+        # predict_modality decodes; the latter also teaches the predictor what proteins need
+        readout = F.mse_loss(branch.decode(to_protein), protein) + F.mse_loss(
+            branch.decode(target), protein
+        )
+        return {"online": online, "predicted": to_protein, "aligned": aligned, "readout": readout}
 
     def _readout_loss(
         self,

@@ -1,0 +1,49 @@
+"""A second modality's encoders and decoder head (e.g. surface proteins next to RNA)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from scjepa.module._encoder import CellEncoder, mlp
+
+
+class ModalityBranch(nn.Module):
+    """Online and target (EMA) encoders of a second modality, and a head that reads it back.
+
+    The encoders map the modality's log-normalised counts into the same embedding space as the
+    RNA encoders (the cross-modal objective of :class:`~scjepa.module.BioJEPAModule` aligns
+    them); the head maps an embedding to the modality's log-normalised values, a Gaussian mean,
+    as totalVI models normalised protein (Gayoso et al., Nature Methods 2021) up to its
+    background mixture.
+
+    Parameters
+    ----------
+    n_input
+        Number of features of the modality (e.g. proteins).
+    n_latent
+        Embedding dimension.
+    n_hidden
+        Hidden width of encoder and head.
+    dropout
+        Encoder dropout.
+    """
+
+    def __init__(self, n_input: int, n_latent: int, n_hidden: int = 128, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = CellEncoder(n_input, n_latent, n_hidden, n_layers=2, dropout=dropout)
+        self.target_encoder = copy.deepcopy(self.encoder)
+        self.target_encoder.requires_grad_(False)
+        self.head = mlp(n_latent, n_hidden, n_input, n_layers=2)
+
+    def train(self, mode: bool = True):
+        """Set training mode; the target encoder always stays in evaluation mode."""
+        super().train(mode)
+        self.target_encoder.eval()
+        return self
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-normalised values of the modality read from embeddings."""
+        return self.head(z)

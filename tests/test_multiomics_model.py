@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import scvi
+from anndata import AnnData
+from mudata import MuData
+
+import scjepa
+
+SETUP = {"rna_layer": "counts", "protein_layer": "counts", "batch_key": "batch"}
+
+
+def small_citeseq(seed: int = 0) -> MuData:
+    return scjepa.datasets.citeseq_demo(n_cells=500, n_genes=120, n_proteins=10, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def trained_citeseq():
+    """A tiny BioJEPA trained for real on RNA + protein, with a quarter of cells held out."""
+    scvi.settings.seed = 0
+    mdata = small_citeseq()
+    held = np.random.default_rng(0).random(mdata.n_obs) < 0.25
+    train = mdata[~held].copy()
+    scjepa.BioJEPA.setup_mudata(train, labels_key="cell_type", **SETUP)
+    model = scjepa.BioJEPA(train, n_latent=16, n_hidden=32, n_predictor_hidden=32)
+    model.train(max_epochs=4, batch_size=96, enable_progress_bar=False)
+    return model, train, mdata[held].copy()
+
+
+def test_setup_mudata_refuses_bad_input():
+    mdata = small_citeseq()
+    with pytest.raises(ValueError, match="Modality 'adt'"):
+        scjepa.BioJEPA.setup_mudata(mdata, modalities={"protein_layer": "adt"}, **SETUP)
+    with pytest.raises(NotImplementedError, match="ATAC"):
+        scjepa.BioJEPA.setup_mudata(mdata, atac_layer="counts", **SETUP)
+    with pytest.raises(TypeError, match="MuData"):
+        scjepa.BioJEPA.setup_mudata(mdata["rna"], **SETUP)
+    with pytest.raises(KeyError, match="not_a_column"):
+        scjepa.BioJEPA.setup_mudata(mdata, **{**SETUP, "batch_key": "not_a_column"})
+    mdata["protein"].layers["counts"] = mdata["protein"].layers["counts"] + 0.5
+    with pytest.raises(ValueError, match="non-integer"):
+        scjepa.BioJEPA.setup_mudata(mdata, **SETUP)
+    # cells without RNA cannot be modelled
+    partial = MuData({"rna": small_citeseq()["rna"][:400].copy(), "protein": mdata["protein"]})
+    with pytest.raises(ValueError, match="needs RNA"):
+        scjepa.BioJEPA.setup_mudata(partial, **SETUP)
+
+
+def test_mosaic_cells_without_protein_train_and_get_proteins():
+    scvi.settings.seed = 0
+    full = small_citeseq()
+    protein = full["protein"][: full.n_obs - 100].copy()
+    mosaic = MuData({"rna": full["rna"].copy(), "protein": protein})
+    scjepa.BioJEPA.setup_mudata(mosaic, **SETUP)
+    assert mosaic["protein"].n_obs == full.n_obs  # padded with unmeasured rows
+    unmeasured = mosaic["protein"].layers["counts"][-100:]
+    assert np.all(unmeasured == 0)
+    model = scjepa.BioJEPA(mosaic, n_latent=8, n_hidden=16, n_predictor_hidden=16)
+    model.train(max_epochs=2, batch_size=100, enable_progress_bar=False)
+    assert np.isfinite(model.history["modality_loss_train"].to_numpy(dtype=float)).all()
+    embedding = model.get_latent_representation(modality="protein")
+    assert embedding.shape == (full.n_obs, 8) and np.isfinite(embedding).all()
+
+
+def test_joint_embeddings_and_protein_prediction(trained_citeseq):
+    model, train, held_out = trained_citeseq
+    assert "proteins: 10" in model._model_summary_string
+    for key in ("modality_loss_train", "protein_readout_loss_train"):
+        assert np.isfinite(model.history[key].to_numpy(dtype=float)).all()
+    rna = model.get_latent_representation(modality="rna")
+    protein = model.get_latent_representation(modality="protein")
+    joint = model.get_latent_representation()
+    assert rna.shape == protein.shape == joint.shape == (train.n_obs, 16)
+    np.testing.assert_allclose(joint, (rna + protein) / 2, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="modality"):
+        model.get_latent_representation(modality="atac")
+
+    pred = model.predict_modality(held_out["rna"].copy())
+    assert pred.shape == (held_out.n_obs, 10)
+    assert list(pred.var_names) == list(train["protein"].var_names)
+    assert list(pred.obs_names) == list(held_out.obs_names)
+    assert pred.obsm["X_biojepa"].shape == (held_out.n_obs, 16)
+    assert np.isfinite(pred.X).all() and pred.X.min() >= 0
+    # measured proteins of the held-out cells are not used: a MuData gives the same prediction
+    from_mudata = model.predict_modality(held_out)
+    np.testing.assert_allclose(from_mudata.X, pred.X, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="genes differ"):
+        model.predict_modality(held_out["rna"][:, :50].copy())
+    with pytest.raises(ValueError, match="target='protein'"):
+        model.predict_modality(held_out["rna"].copy(), target="atac")
+
+
+def test_multimodal_model_survives_save_and_load(trained_citeseq, tmp_path):
+    model, train, held_out = trained_citeseq
+    before = model.predict_modality(held_out["rna"].copy()).X
+    model.save(tmp_path / "model", save_anndata=True)
+    assert (tmp_path / "model" / "mdata.h5mu").exists()
+    loaded = scjepa.BioJEPA.load(tmp_path / "model")
+    np.testing.assert_allclose(
+        loaded.predict_modality(held_out["rna"].copy()).X, before, rtol=1e-5, atol=1e-5
+    )
+    again = scjepa.BioJEPA.load(tmp_path / "model", adata=train)
+    np.testing.assert_allclose(
+        again.get_latent_representation(), model.get_latent_representation(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_rna_only_model_cannot_predict_proteins(trained):
+    model, data = trained
+    with pytest.raises(ValueError, match="setup_mudata"):
+        model.predict_modality(AnnData(data.X))
+    with pytest.raises(ValueError, match="RNA alone"):
+        model.get_latent_representation(modality="protein")
