@@ -96,3 +96,18 @@ def test_citeseq_loader_downloads_verifies_and_splits_modalities(http_server, tm
     (cache / "pbmc_10k_citeseq.h5ad").write_bytes(b"corrupted")
     with pytest.raises(ValueError, match="Checksum mismatch"):
         scjepa.datasets.pbmc_10k_citeseq(directory=cache, url=f"{base}/pbmc.h5ad")
+
+
+def test_totalvi_baseline_imputes_proteins_of_rna_only_cells():
+    mdata = scjepa.datasets.citeseq_demo(n_cells=400, n_genes=120, n_proteins=8, seed=0)
+    rna, protein = mdata["rna"], mdata["protein"]
+    held_out = np.random.default_rng(0).random(rna.n_obs) < 0.25
+    baseline = scjepa.baselines.TotalVIModalityBaseline(batch_key="batch", max_epochs=2)
+    with pytest.raises(RuntimeError, match="fit"):
+        baseline.predict_modality(rna[held_out])
+    pred = baseline.fit(rna[~held_out], protein[~held_out]).predict_modality(rna[held_out].copy())
+    assert pred.shape == (held_out.sum(), protein.n_vars)
+    assert list(pred.obs_names) == list(rna.obs_names[held_out])
+    assert list(pred.var_names) == list(protein.var_names)
+    assert np.isfinite(pred.X).all() and pred.X.min() >= 0
+    assert baseline.train_seconds_ > 0

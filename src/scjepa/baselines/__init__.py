@@ -17,6 +17,7 @@ from scjepa.baselines._time import (
     OTInterpolationBaseline,
     TimeCourseBaseline,
 )
+from scjepa.baselines._totalvi import TotalVIModalityBaseline
 
 __all__ = [
     "AdditiveBaseline",
@@ -30,4 +31,5 @@ __all__ = [
     "PerturbationBaseline",
     "RidgeModalityBaseline",
     "TimeCourseBaseline",
+    "TotalVIModalityBaseline",
 ]
