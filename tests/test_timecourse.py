@@ -221,3 +221,37 @@ def test_time_plots():
     assert len(ax.patches) == 3 * 3  # observed + two methods, three fates
     with pytest.raises(KeyError, match="labels_key"):
         scjepa.pl.fate_proportions(scores.drop(columns=[c for c in scores if "fraction" in c]))
+
+
+def test_perturbation_and_time_objectives_train_together():
+    from tests.conftest import small_perturbseq
+
+    scvi.settings.seed = 0
+    adata = small_perturbseq()
+    adata.obs["hours"] = np.random.default_rng(0).choice([0.0, 6.0, 24.0], size=adata.n_obs)
+    scjepa.BioJEPA.setup_anndata(
+        adata,
+        layer="counts",
+        perturbation_key="perturbation",
+        batch_key="batch",
+        labels_key="cell_type",
+        time_key="hours",
+    )
+    manager = scjepa.BioJEPA._get_most_recent_anndata_manager(adata)
+    groups = cell_groups(manager)
+    # controls are compared with perturbed cells of the same time point
+    assert len(np.unique(groups.stratum)) == 3 * len(np.unique(groups.stratum // 3))
+    model = scjepa.BioJEPA(adata, n_latent=8, n_hidden=16, n_predictor_hidden=16)
+    model.train(max_epochs=2, batch_size=64, enable_progress_bar=False)
+    for key in ("perturbation_loss_train", "time_loss_train"):
+        assert model.history[key].to_numpy(dtype=float).max() > 0
+    pred = model.predict_time(24.0, adata=adata[adata.obs.hours == 6.0].copy())
+    assert (pred.obs.hours == 24.0).all()
+    assert (
+        model.predict_perturbation(
+            ["G0000"]
+            if "G0000" in adata.var_names
+            else [next(p for p in adata.obs.perturbation.unique() if p != "control")]
+        ).n_obs
+        > 0
+    )
