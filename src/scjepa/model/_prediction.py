@@ -1,0 +1,470 @@
+"""Prediction methods of BioJEPA: perturbations, other times, other modalities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from anndata import AnnData
+from mudata import MuData
+from scvi import REGISTRY_KEYS
+
+from scjepa._constants import NORMALIZATION_TARGET_SUM
+from scjepa.data._features import log_normalize
+from scjepa.data._multimodal import as_rna_protein_mudata, rna_of
+from scjepa.data._perturbations import parse_perturbation
+from scjepa.data._prediction import (
+    modality_prediction_anndata,
+    prediction_anndata,
+    time_prediction_anndata,
+)
+from scjepa.module._normalize import library_size, to_dense
+
+EXPRESSION_MODES = ("shift", "sample", "mean")
+"""How predicted expression is made (see ``BioJEPA.predict_perturbation``)."""
+
+
+class PredictionMixin:
+    """``predict_perturbation``, ``predict_time`` and ``predict_modality`` for :class:`BioJEPA`.
+
+    Every prediction embeds source cells once, moves the embeddings with the module's predictor
+    and reads them out with a decoder head, in the AnnData layouts of
+    :mod:`scjepa.data._prediction` that the baselines share.
+    """
+
+    @torch.inference_mode()
+    def predict_modality(
+        self,
+        adata: AnnData | MuData | None = None,
+        target: str = "protein",
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+    ) -> AnnData:
+        """Predict another modality (surface proteins) for cells from their RNA.
+
+        The RNA embedding of each cell is moved by the cross-modal predictor to a protein
+        embedding, which the protein head reads out. Measured proteins, if any, are ignored, so
+        held-out cells can be scored against them.
+
+        Parameters
+        ----------
+        adata
+            Cells with RNA: an AnnData of the training genes (raw counts, in the registered
+            layer) or a MuData laid out as in training; ``None`` uses the training data.
+        target
+            The modality to predict; ``"protein"``.
+        indices
+            Cells to predict for; ``None`` takes all.
+        batch_size
+            Minibatch size for inference.
+
+        Returns
+        -------
+        AnnData with the cells' ``obs``, the training protein ``var``, predicted log-normalised
+        protein values (``normalize_total`` + ``log1p``) in ``X`` and predicted protein
+        embeddings in ``obsm["X_biojepa"]``.
+        """
+        self._check_if_trained(warn=True)
+        if self.module.protein_branch is None:
+            raise ValueError(
+                "This model was set up with RNA alone; set up a MuData of RNA and proteins with "
+                "`BioJEPA.setup_mudata` to predict proteins."
+            )
+        if target != "protein":
+            raise ValueError(f"Only target='protein' is supported, got {target!r}.")
+        modalities = self._setup_args["modalities"]
+        protein_var = self.adata.mod[modalities["protein_layer"]].var
+        source = self.adata if adata is None else adata
+        if isinstance(source, AnnData):
+            source = as_rna_protein_mudata(
+                source, protein_var, modalities, self._setup_args["protein_layer"]
+            )
+        source = self._validate_anndata(source)
+        cells = rna_of(source, modalities["rna_layer"])
+        index = np.arange(cells.n_obs) if indices is None else np.asarray(indices)
+        self.module.eval()
+        embeddings, values = [], []
+        for tensors in self._loader(source, index, batch_size):
+            context = self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY])
+            z = self.module.predict_modality(context, target=1)
+            embeddings.append(z.cpu().numpy())
+            values.append(self.module.protein_branch.decode(z).clamp(min=0).cpu().numpy())
+        return modality_prediction_anndata(
+            cells[index],
+            protein_var,
+            np.concatenate(values),
+            embeddings=np.concatenate(embeddings),
+            target=target,
+        )
+
+    # ---------------------------------------------------------------------------- prediction
+    @torch.inference_mode()
+    def predict_perturbation(
+        self,
+        perturbations: str | Sequence[str],
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+        dose: float | None = None,
+        expression: str = "shift",
+        seed: int = 0,
+    ) -> AnnData:
+        """Predict the expression of cells under perturbations.
+
+        Each source cell (typically a control cell) is embedded, moved by the predictor under each
+        perturbation, and decoded with the source cell's batch and library size.
+
+        Parameters
+        ----------
+        perturbations
+            Perturbation labels, e.g. ``"KLF1"``, ``"KLF1+MAP2K6"``. Combinations of members seen
+            alone work; members never perturbed in training work if they have features (by
+            default, any measured gene).
+        adata
+            Source cells; ``None`` uses the training data's control cells.
+        indices
+            Subset of ``adata`` to use as source cells.
+        batch_size
+            Minibatch size for inference.
+        key_added
+            If given, predicted embeddings are also written to ``adata.obsm[key_added]`` (one
+            perturbation) or ``adata.obsm[f"{key_added}_{perturbation}"]``; cells outside
+            ``indices`` get NaN.
+        dose
+            Dose of every predicted perturbation; needed when the model was set up with a dose.
+        expression
+            How ``X`` (always log-normalised, as by ``normalize_total`` + ``log1p``) is made.
+            ``"shift"`` (default): the source cell's measured expression plus the decoded change,
+            ``log1p(ρ(ẑ_perturbed)) - log1p(ρ(ẑ_unperturbed))``; the decoder's own errors cancel
+            and each predicted cell keeps its source cell's individuality, as in latent
+            arithmetic (scGen, Lotfollahi et al., Nature Methods 2019). ``"sample"``: counts drawn
+            from the decoder's negative binomial at the source cell's library size, also stored
+            in ``layers["counts"]``. ``"mean"``: ``log1p`` of the decoder's expected normalised
+            expression. In every mode a perturbation's measured target genes change by the
+            direct effect measured for it in training (``model.target_gene_effects_``), or for
+            genes never perturbed alone the median of those (``model.target_gene_effect_``).
+        seed
+            Seed of the sampling, so predictions are reproducible.
+
+        Returns
+        -------
+        AnnData with one row per (source cell, perturbation): ``obs["perturbation"]``,
+        ``obs["source_cell"]`` and the source cells' ``obs`` columns; the model's genes as ``var``;
+        predicted embeddings in ``obsm["X_biojepa"]``; ``uns["scjepa"]`` says what ``X`` holds.
+        """
+        self._check_if_trained(warn=True)
+        if self.module.perturbation_encoder is None:
+            raise ValueError(
+                "This model was set up without `perturbation_key`; it cannot predict perturbations."
+            )
+        _check_expression(expression)
+        names = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+        if not names:
+            raise ValueError("`perturbations` is empty.")
+        members = torch.as_tensor(self._members(names))
+        dose_tensor = self._dose_tensor(dose)
+        if adata is None:
+            adata = self.adata
+            if indices is None:
+                perturbation_column = self._setup_args["perturbation_key"]
+                indices = np.flatnonzero(
+                    adata.obs[perturbation_column].astype(str) == self._setup_args["control_value"]
+                )
+        adata = self._validate_anndata(adata)
+        source_index = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if source_index.size == 0:
+            raise ValueError("No source cells to predict from.")
+
+        no_perturbation = torch.full((1, members.shape[1]), -1, dtype=torch.long)
+
+        def under(p: int):
+            def move(context: torch.Tensor, rows: slice) -> torch.Tensor:
+                n = len(context)
+                return self.module.predict_under(
+                    context,
+                    (no_perturbation if p < 0 else members[p : p + 1])
+                    .expand(n, -1)
+                    .to(context.device),
+                    None if dose_tensor is None else dose_tensor.expand(n).to(context.device),
+                )
+
+            return move
+
+        z_all, x_all, c_all = self._predict_cells(
+            adata,
+            source_index,
+            batch_size,
+            reference=under(-1),
+            targets=[under(p) for p in range(len(names))],
+            expression=expression,
+            seed=seed,
+            target_columns=self._target_gene_columns(names),
+        )
+        predicted = prediction_anndata(
+            adata,
+            source_index,
+            names,
+            x_all,
+            perturbation_key=self._setup_args["perturbation_key"],
+            embeddings=z_all,
+            counts=c_all,
+            expression=expression,
+            dose=dose,
+        )
+        if key_added is not None:
+            self._write_predicted_embeddings(adata, source_index, names, z_all, key_added)
+        return predicted
+
+    @torch.inference_mode()
+    def predict_time(
+        self,
+        target_time: float,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        source_time: float | None = None,
+        batch_size: int | None = None,
+        key_added: str | None = None,
+        expression: str = "shift",
+        seed: int = 0,
+    ) -> AnnData:
+        """Predict the state of cells at another time.
+
+        Each source cell is embedded, moved by the predictor over ``Δt = target_time - t`` (its
+        own sampling time ``t``; negative ``Δt`` looks back in time), and decoded with its batch
+        and library size. To interpolate between two sampled time points, pass the cells of both:
+        the earlier ones move forwards and the later ones backwards, and together they form the
+        predicted population, as optimal-transport interpolation uses both neighbours. After the
+        last time point it extrapolates (most reliably within about one sampling interval, as
+        ``Δt`` beyond the training pairs was never seen).
+
+        Parameters
+        ----------
+        target_time
+            Time to predict, in the units of the registered ``time_key``.
+        adata
+            Source cells, from one or several time points; ``None`` uses the training data (then
+            pass ``indices``, e.g. the cells of the time points around ``target_time``).
+        indices
+            Subset of ``adata`` to use as source cells.
+        source_time
+            Sampling time of all source cells, needed when ``adata`` has no ``time_key``
+            column; otherwise each cell's own time is used.
+        batch_size
+            Minibatch size for inference.
+        key_added
+            If given, predicted embeddings are also written to ``adata.obsm[key_added]``; cells
+            outside ``indices`` get NaN.
+        expression
+            How ``X`` is made, as in :meth:`predict_perturbation`: ``"shift"`` (default; the
+            source cell's expression plus the decoded change over ``Δt``), ``"sample"`` or
+            ``"mean"``.
+        seed
+            Seed of the sampling, so predictions are reproducible.
+
+        Returns
+        -------
+        AnnData with one row per source cell: the source cells' ``obs`` with the time column
+        set to ``target_time``, ``obs["source_time"]`` and ``obs["source_cell"]``; predicted
+        embeddings in ``obsm["X_biojepa"]``; ``uns["scjepa"]`` says what ``X`` holds.
+        """
+        self._check_if_trained(warn=True)
+        if self.module.time_encoder is None:
+            raise ValueError(
+                "This model was set up without `time_key`; it cannot predict other times. Pass "
+                "`time_key=` to `BioJEPA.setup_anndata`."
+            )
+        _check_expression(expression)
+        if not isinstance(target_time, int | float | np.number) or not np.isfinite(target_time):
+            raise ValueError(f"`target_time` must be a finite number, got {target_time!r}.")
+        time_key = self._setup_args["time_key"]
+        adata = self.adata if adata is None else adata
+        if time_key not in adata.obs:
+            if source_time is None:
+                raise ValueError(
+                    f"The source cells have no {time_key!r} column; pass their sampling time "
+                    "as `source_time=`."
+                )
+            adata = adata.copy()
+            adata.obs[time_key] = float(source_time)
+        adata = self._validate_anndata(adata)
+        source_index = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        if source_index.size == 0:
+            raise ValueError("No source cells to predict from.")
+        if source_time is not None and time_key in adata.obs:
+            times = np.full(len(source_index), float(source_time))
+        else:
+            times = adata.obs[time_key].to_numpy(dtype=float)[source_index]
+        elapsed = float(target_time) - times
+        elapsed_tensor = torch.as_tensor(elapsed, dtype=torch.float32)
+
+        def move_by(scale: float):
+            def move(context: torch.Tensor, rows: slice) -> torch.Tensor:
+                predicted, reference = self.module.predict_after(
+                    context, elapsed_tensor[rows] * scale
+                )
+                return predicted if scale else reference
+
+            return move
+
+        z_all, x_all, _ = self._predict_cells(
+            adata,
+            source_index,
+            batch_size,
+            reference=move_by(0.0),
+            targets=[move_by(1.0)],
+            expression=expression,
+            seed=seed,
+        )
+        if key_added is not None:
+            self._write_predicted_embeddings(adata, source_index, [key_added], z_all, key_added)
+        return time_prediction_anndata(
+            adata,
+            source_index,
+            float(target_time),
+            x_all,
+            time_key=time_key,
+            source_times=times,
+            embeddings=z_all,
+            expression=expression,
+        )
+
+    def _predict_cells(
+        self,
+        adata: AnnData,
+        source_index: np.ndarray,
+        batch_size: int | None,
+        reference,
+        targets: list,
+        expression: str,
+        seed: int,
+        target_columns: list[list[tuple[int, float]]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Embeddings, expression and (``"sample"``) counts of source cells moved by predictors.
+
+        ``reference`` and each of ``targets`` map a minibatch's context embeddings and its
+        positions among the source cells to predicted embeddings; the reference is the
+        prediction under no change, from which ``"shift"`` measures changes. Rows of the results
+        are grouped by target, source cells in order within each.
+        """
+        rng = np.random.default_rng(seed)
+        theta = self.module.decoder.log_theta.exp().detach().cpu().numpy()
+        target_columns = target_columns or [[] for _ in targets]
+        embeddings, values, counts = [], [], []
+        start = 0
+        self.module.eval()
+        for tensors in self._loader(adata, source_index, batch_size):
+            x = tensors[REGISTRY_KEYS.X_KEY]
+            batch_index = tensors[REGISTRY_KEYS.BATCH_KEY]
+            rows = slice(start, start + x.shape[0])
+            start += x.shape[0]
+            # the context does not depend on the prediction: encode each batch once
+            context = self.module.embed_context(x)
+            if expression == "sample":
+                library = _library(x)[:, None]
+            if expression == "shift":
+                base_log = self._decoded_log_expression(reference(context, rows), batch_index)[1]
+                observed = log_normalize(to_dense(x).cpu().numpy())
+            rows_z, rows_x, rows_c = [], [], []
+            for target, columns in zip(targets, target_columns, strict=True):
+                z, log_mean = self._decoded_log_expression(target(context, rows), batch_index)
+                rows_z.append(z)
+                if expression == "sample":
+                    scale = np.expm1(log_mean) / NORMALIZATION_TARGET_SUM
+                    sampled = _sample_negative_binomial(scale * library, theta, rng)
+                    rows_c.append(sampled)
+                    values_p = log_normalize(sampled)
+                elif expression == "shift":
+                    values_p = observed + (log_mean - base_log)
+                else:
+                    values_p = log_mean
+                base = observed if expression == "shift" else values_p
+                for column, effect in columns:
+                    values_p[:, column] = base[:, column] + effect
+                rows_x.append(np.maximum(values_p, 0.0))
+            embeddings.append(np.stack(rows_z, axis=1))
+            values.append(np.stack(rows_x, axis=1))
+            if rows_c:
+                counts.append(np.stack(rows_c, axis=1))
+
+        n_src, n_targets = len(source_index), len(targets)
+
+        def target_major(blocks: list[np.ndarray]) -> np.ndarray:
+            # (cells, targets, dims) -> rows grouped by target, cells in source order
+            return np.concatenate(blocks).transpose(1, 0, 2).reshape(n_targets * n_src, -1)
+
+        return (
+            target_major(embeddings),
+            target_major(values),
+            target_major(counts) if counts else None,
+        )
+
+    def _decoded_log_expression(
+        self, z: torch.Tensor, batch_index: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and ``log1p`` of the expected normalised expression decoded from them."""
+        scale = self.module.decode(z, batch_index)
+        return z.cpu().numpy(), torch.log1p(scale * NORMALIZATION_TARGET_SUM).cpu().numpy()
+
+    def _target_gene_columns(self, names: list[str]) -> list[list[tuple[int, float]]]:
+        """Columns of the measured genes each perturbation targets, with their direct effects.
+
+        A target measured perturbed alone in training keeps its own measured effect; any other
+        gets the median over targets (``target_gene_effect_``).
+        """
+        if self.target_gene_effect_ is None:
+            return [[] for _ in names]
+        position = {name: i for i, name in enumerate(self._training_var_names)}
+        members = [
+            parse_perturbation(
+                name, self._setup_args["control_value"], self._setup_args["perturbation_delimiter"]
+            )
+            for name in names
+        ]
+        return [
+            [
+                (position[m], self.target_gene_effects_.get(m, self.target_gene_effect_))
+                for m in group
+                if m in position
+            ]
+            for group in members
+        ]
+
+    def _dose_tensor(self, dose: float | None) -> torch.Tensor | None:
+        if not self.module.use_dose:
+            if dose is not None:
+                raise ValueError("This model was set up without `dose_key`; do not pass `dose`.")
+            return None
+        if dose is None:
+            raise ValueError("This model was set up with doses; pass `dose=` for the prediction.")
+        if not np.isfinite(dose) or dose < 0:
+            raise ValueError(f"`dose` must be a finite non-negative number, got {dose}.")
+        return torch.tensor([float(dose)])
+
+    @staticmethod
+    def _write_predicted_embeddings(
+        adata: AnnData, source_index: np.ndarray, names: list[str], z_all: np.ndarray, key: str
+    ) -> None:
+        n_src = len(source_index)
+        for p, name in enumerate(names):
+            full = np.full((adata.n_obs, z_all.shape[1]), np.nan, dtype=np.float32)
+            full[source_index] = z_all[p * n_src : (p + 1) * n_src]
+            adata.obsm[key if len(names) == 1 else f"{key}_{name}"] = full
+
+
+def _check_expression(expression: str) -> None:
+    if expression not in EXPRESSION_MODES:
+        raise ValueError(f"`expression` must be one of {EXPRESSION_MODES}, got {expression!r}.")
+
+
+def _library(x: torch.Tensor) -> np.ndarray:
+    return library_size(x).cpu().numpy()
+
+
+def _sample_negative_binomial(
+    mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Gamma–Poisson draws with the given means and inverse dispersions."""
+    rate = rng.gamma(shape=theta, scale=np.maximum(mean, 1e-8) / theta)
+    return rng.poisson(rate).astype(np.float32)
