@@ -194,3 +194,12 @@ def test_model_without_perturbations_embeds_but_refuses_prediction():
     assert model.get_latent_representation().shape == (data.n_obs, 8)
     with pytest.raises(ValueError, match="without `perturbation_key`"):
         model.predict_perturbation("G0001", adata=data)
+
+
+def test_training_without_validation_cells(adata):
+    scjepa.BioJEPA.setup_anndata(adata, layer="counts", perturbation_key="perturbation")
+    model = scjepa.BioJEPA(adata, n_latent=8, n_hidden=16, n_predictor_hidden=16)
+    with pytest.raises(ValueError, match="validation cells"):
+        model.train(max_epochs=1, train_size=1.0, early_stopping=True)
+    model.train(max_epochs=1, batch_size=128, train_size=1.0, enable_progress_bar=False)
+    assert "train_loss" in model.history and "validation_loss" not in model.history

@@ -486,7 +486,11 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             **(datasplitter_kwargs or {}),
         }
         trainer_kwargs.setdefault("early_stopping_monitor", "validation_loss")
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if train_size is not None and train_size >= 1.0 and not validation_size:
+            if early_stopping:
+                raise ValueError("`early_stopping` needs validation cells; use `train_size` < 1.")
+        else:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         layer = self._counts(self.adata)
         if self.module.perturbation_encoder is not None:
             self.target_gene_effects_ = target_gene_effects(
