@@ -177,17 +177,17 @@ class PredictionMixin:
         if source_index.size == 0:
             raise ValueError("No source cells to predict from.")
 
-        no_perturbation = torch.full((1, members.shape[1]), -1, dtype=torch.long)
+        def unperturbed(context: torch.Tensor, rows: slice) -> torch.Tensor:
+            return self.module.predict_unperturbed(context)
 
         def under(p: int):
-            def move(context: torch.Tensor, rows: slice) -> torch.Tensor:
+            def move(context: torch.Tensor, rows: slice, reference: torch.Tensor) -> torch.Tensor:
                 n = len(context)
                 return self.module.predict_under(
                     context,
-                    (no_perturbation if p < 0 else members[p : p + 1])
-                    .expand(n, -1)
-                    .to(context.device),
+                    members[p : p + 1].expand(n, -1).to(context.device),
                     None if dose_tensor is None else dose_tensor.expand(n).to(context.device),
+                    unperturbed=reference,
                 )
 
             return move
@@ -196,7 +196,7 @@ class PredictionMixin:
             adata,
             source_index,
             batch_size,
-            reference=under(-1),
+            reference=unperturbed,
             targets=[under(p) for p in range(len(names))],
             expression=expression,
             seed=seed,
@@ -292,19 +292,16 @@ class PredictionMixin:
         source_index = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         if source_index.size == 0:
             raise ValueError("No source cells to predict from.")
-        if source_time is not None and time_key in adata.obs:
+        if source_time is not None:
             times = np.full(len(source_index), float(source_time))
         else:
             times = adata.obs[time_key].to_numpy(dtype=float)[source_index]
         elapsed = float(target_time) - times
-        elapsed_tensor = torch.as_tensor(elapsed, dtype=torch.float32)
+        elapsed = torch.as_tensor(elapsed, dtype=torch.float32)
 
-        def move_by(scale: float):
-            def move(context: torch.Tensor, rows: slice) -> torch.Tensor:
-                predicted, reference = self.module.predict_after(
-                    context, elapsed_tensor[rows] * scale
-                )
-                return predicted if scale else reference
+        def at(elapsed: torch.Tensor):
+            def move(context: torch.Tensor, rows: slice, *_) -> torch.Tensor:
+                return self.module.predict_after(context, elapsed[rows])
 
             return move
 
@@ -312,8 +309,8 @@ class PredictionMixin:
             adata,
             source_index,
             batch_size,
-            reference=move_by(0.0),
-            targets=[move_by(1.0)],
+            reference=at(torch.zeros_like(elapsed)),
+            targets=[at(elapsed)],
             expression=expression,
             seed=seed,
         )
@@ -343,10 +340,11 @@ class PredictionMixin:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Embeddings, expression and (``"sample"``) counts of source cells moved by predictors.
 
-        ``reference`` and each of ``targets`` map a minibatch's context embeddings and its
-        positions among the source cells to predicted embeddings; the reference is the
-        prediction under no change, from which ``"shift"`` measures changes. Rows of the results
-        are grouped by target, source cells in order within each.
+        ``reference`` maps a minibatch's context embeddings and its positions among the source
+        cells to the prediction under no change, from which ``"shift"`` measures changes; each
+        of ``targets`` maps them and that reference (computed once per minibatch) to predicted
+        embeddings. Rows of the results are grouped by target, source cells in order within
+        each.
         """
         rng = np.random.default_rng(seed)
         theta = self.module.decoder.log_theta.exp().detach().cpu().numpy()
@@ -361,14 +359,17 @@ class PredictionMixin:
             start += x.shape[0]
             # the context does not depend on the prediction: encode each batch once
             context = self.module.embed_context(x)
+            unchanged = reference(context, rows)
             if expression == "sample":
                 library = _library(x)[:, None]
             if expression == "shift":
-                base_log = self._decoded_log_expression(reference(context, rows), batch_index)[1]
+                base_log = self._decoded_log_expression(unchanged, batch_index)[1]
                 observed = log_normalize(to_dense(x).cpu().numpy())
             rows_z, rows_x, rows_c = [], [], []
             for target, columns in zip(targets, target_columns, strict=True):
-                z, log_mean = self._decoded_log_expression(target(context, rows), batch_index)
+                z, log_mean = self._decoded_log_expression(
+                    target(context, rows, unchanged), batch_index
+                )
                 rows_z.append(z)
                 if expression == "sample":
                     scale = np.expm1(log_mean) / NORMALIZATION_TARGET_SUM

@@ -242,8 +242,16 @@ class BioJEPAModule(BaseModuleClass):
         """Context vectors ``(n, n_perturbation_embedding)`` of ``task``."""
         return self.task_embedding.weight[int(task)].expand(n, -1)
 
+    def predict_unperturbed(self, context: torch.Tensor) -> torch.Tensor:
+        """``ẑ_∅``: the prediction for cells with embeddings ``context`` under no perturbation."""
+        return self.predictor(context, self.condition(Task.PERTURBATION, len(context)))
+
     def predict_under(
-        self, context: torch.Tensor, members: torch.Tensor, dose: torch.Tensor | None = None
+        self,
+        context: torch.Tensor,
+        members: torch.Tensor,
+        dose: torch.Tensor | None = None,
+        unperturbed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predicted embeddings of cells with embeddings ``context`` under perturbations.
 
@@ -255,19 +263,24 @@ class BioJEPAModule(BaseModuleClass):
         member's shift still depends on the cell it acts on. Latent additivity of perturbation
         effects follows CPA (Lotfollahi et al., Molecular Systems Biology 2023); the interaction
         starts at zero, so combinations are additive until combinations in training say
-        otherwise.
+        otherwise. Pass ``unperturbed`` (:meth:`predict_unperturbed` of the same ``context``) to
+        reuse it across perturbations.
         """
-        return self._predict_with_reference(context, members, dose)[0]
+        return self._predict_with_reference(context, members, dose, unperturbed)[0]
 
     def _predict_with_reference(
-        self, context: torch.Tensor, members: torch.Tensor, dose: torch.Tensor | None = None
+        self,
+        context: torch.Tensor,
+        members: torch.Tensor,
+        dose: torch.Tensor | None = None,
+        unperturbed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`predict_under` and the unperturbed prediction ``ẑ_∅`` it builds on."""
         if self.perturbation_encoder is None:
             raise ValueError("This model was set up without a perturbation key.")
-        n = len(context)
-        token = self.condition(Task.PERTURBATION, n)
-        unperturbed = self.predictor(context, token)
+        token = self.condition(Task.PERTURBATION, len(context))
+        if unperturbed is None:
+            unperturbed = self.predict_unperturbed(context)
         embedded, interaction = self.perturbation_encoder(members, dose if self.use_dose else None)
         predicted = unperturbed
         for slot in range(members.shape[1]):
@@ -281,21 +294,17 @@ class BioJEPAModule(BaseModuleClass):
             predicted = predicted.index_add(0, combined, shift - unperturbed[combined])
         return predicted, unperturbed
 
-    def predict_after(
-        self, context: torch.Tensor, elapsed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_after(self, context: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
         """Predicted embeddings of cells with embeddings ``context`` after ``elapsed`` time.
 
-        Returns the prediction and the prediction for ``Δt = 0``, the reference that changes
-        over time are measured from (as the unperturbed prediction is for perturbations).
+        ``elapsed`` of zero gives the reference that changes over time are measured from, as
+        the unperturbed prediction is for perturbations.
         """
         if self.time_encoder is None:
             raise ValueError("This model was set up without a time key.")
         token = self.condition(Task.TIME, len(context))
         elapsed = elapsed.to(context.device).reshape(-1).float()
-        predicted = self.predictor(context, token + self.time_encoder(elapsed))
-        reference = self.predictor(context, token + self.time_encoder(torch.zeros_like(elapsed)))
-        return predicted, reference
+        return self.predictor(context, token + self.time_encoder(elapsed))
 
     def predict_modality(self, context: torch.Tensor, target: int = 1) -> torch.Tensor:
         """Embeddings of modality ``target`` (0 RNA, 1 protein) predicted from ``context``."""
@@ -578,7 +587,9 @@ class BioJEPAModule(BaseModuleClass):
                 is_change.append(dt != 0)
         if not any(is_change):
             return None
-        predicted, reference = self.predict_after(torch.cat(contexts), torch.cat(elapsed))
+        context, elapsed = torch.cat(contexts), torch.cat(elapsed)
+        predicted = self.predict_after(context, elapsed)
+        reference = self.predict_after(context, torch.zeros_like(elapsed))
         matched, mean_gap = zip(
             *(
                 matched_population_loss(pred_g, target_g)
