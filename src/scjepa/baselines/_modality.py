@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
 from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge
 from sklearn.neighbors import KNeighborsRegressor
 
+from scjepa.data._matrix import dense
 from scjepa.data._prediction import modality_prediction_anndata
 from scjepa.metrics._expression import log_normalized_matrix
 
@@ -46,8 +46,7 @@ class ModalityBaseline:
         raise NotImplementedError
 
     def _rna_matrix(self, rna: AnnData) -> np.ndarray:
-        matrix = log_normalized_matrix(rna, self.rna_layer)
-        return matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix, dtype=float)
+        return dense(log_normalized_matrix(rna, self.rna_layer))
 
     def fit(self, rna: AnnData, target: AnnData, seed: int = 0) -> ModalityBaseline:
         """Fit on cells measured in both modalities (the same ``obs_names``, in any order)."""
@@ -57,8 +56,7 @@ class ModalityBaseline:
         x = self._rna_matrix(rna)
         n_components = int(min(self.n_pcs, x.shape[0] - 1, x.shape[1]))
         self.pca_ = PCA(n_components=n_components, random_state=seed).fit(x)
-        y = log_normalized_matrix(target, self.target_layer)
-        y = y.toarray() if sparse.issparse(y) else np.asarray(y, dtype=float)
+        y = dense(log_normalized_matrix(target, self.target_layer))
         self.regressor_ = self._regressor().fit(self.pca_.transform(x), y)
         self.rna_var_names_ = rna.var_names.copy()
         self.target_var_ = target.var.copy()

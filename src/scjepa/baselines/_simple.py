@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
 
+from scjepa.data._matrix import dense
 from scjepa.data._perturbations import parse_perturbation, unknown_perturbation_message
 from scjepa.data._prediction import prediction_anndata
 from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
@@ -87,8 +87,7 @@ class PerturbationBaseline:
             raise ValueError("The source cells' genes differ from the training genes.")
         deltas = np.stack([self.delta(name) for name in names])
         source_index = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        source = log_normalized_matrix(adata[source_index], self.layer)
-        source = source.toarray() if sparse.issparse(source) else np.asarray(source)
+        source = dense(log_normalized_matrix(adata[source_index], self.layer))
         expression = (deltas[:, None, :] + source[None, :, :]).reshape(-1, adata.n_vars)
         return prediction_anndata(
             adata,

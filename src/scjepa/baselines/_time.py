@@ -13,6 +13,7 @@ from anndata import AnnData
 from scipy import sparse
 from sklearn.decomposition import PCA
 
+from scjepa.data._matrix import dense
 from scjepa.data._prediction import time_prediction_anndata
 from scjepa.data._validation import validate_numeric_obs, validate_obs_column
 from scjepa.metrics._expression import log_normalized_matrix
@@ -60,8 +61,7 @@ class TimeCourseBaseline:
         return np.flatnonzero(self.cell_time_ == time)
 
     def _dense_rows(self, rows: np.ndarray) -> np.ndarray:
-        block = self.expression_[rows]
-        return block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=float)
+        return dense(self.expression_[rows])
 
     def _observed(self, time: float, target_time: float) -> AnnData:
         """The observed cells of training time ``time``, relabelled ``target_time``."""
@@ -135,8 +135,7 @@ class OTInterpolationBaseline(TimeCourseBaseline):
         super().fit(adata)
         matrix = self.expression_
         n_components = int(min(self.n_pcs, matrix.shape[0] - 1, matrix.shape[1]))
-        dense = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
-        self.pca_ = PCA(n_components=n_components, random_state=seed).fit(dense)
+        self.pca_ = PCA(n_components=n_components, random_state=seed).fit(dense(matrix))
         return self
 
     def predict_time(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
+import scvi
 from anndata import AnnData
 from scipy import sparse
 
 from scjepa.data._features import log_normalize
+from scjepa.data._matrix import dense
 from scjepa.data._prediction import modality_prediction_anndata
 from scjepa.data._validation import get_layer
 
@@ -66,17 +70,13 @@ class TotalVIModalityBaseline:
 
     def predict_modality(self, rna: AnnData, seed: int = 0) -> AnnData:
         """Train totalVI on training plus query cells and impute the query cells' proteins."""
-        import time
-
-        import scvi
-
         if self._train is None:
             raise RuntimeError("Call `fit` before predicting with TotalVIModalityBaseline.")
         train_rna, train_protein = self._train
         query_rna = rna.copy()
         query_rna.obs_names = [f"query-{name}" for name in rna.obs_names]
         combined = _stacked(train_rna, query_rna, self.rna_layer, self.batch_key)
-        proteins = _dense(get_layer(train_protein, self.protein_layer))
+        proteins = dense(get_layer(train_protein, self.protein_layer))
         combined.obsm["protein_expression"] = pd.DataFrame(
             np.vstack([proteins, np.zeros((rna.n_obs, proteins.shape[1]), dtype=np.float32)]),
             index=combined.obs_names,
@@ -101,10 +101,6 @@ class TotalVIModalityBaseline:
         )
         values = np.asarray(log_normalize(np.asarray(protein, dtype=np.float64)))
         return modality_prediction_anndata(rna, train_protein.var, values, method=self.name)
-
-
-def _dense(matrix) -> np.ndarray:
-    return matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix, dtype=np.float32)
 
 
 def _stacked(train: AnnData, query: AnnData, layer: str | None, batch_key: str | None) -> AnnData:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
 
 from scjepa.data._features import log_normalize
+from scjepa.data._matrix import dense
 from scjepa.data._perturbations import parse_perturbation
 
 
@@ -53,7 +53,7 @@ def target_gene_effects(
         return {}
     genes = sorted(set(targets.values()))
     expression = log_normalize(counts[:, genes], library=np.asarray(counts.sum(axis=1)).ravel())
-    expression = expression.toarray() if sparse.issparse(expression) else expression
+    expression = dense(expression)
     column = {g: i for i, g in enumerate(genes)}
     control_mean = expression[is_control].mean(axis=0)
     return {

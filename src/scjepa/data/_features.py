@@ -7,6 +7,7 @@ import pandas as pd
 from scipy import sparse
 
 from scjepa._constants import NORMALIZATION_TARGET_SUM
+from scjepa.data._matrix import dense
 
 
 def log_normalize(counts, library: np.ndarray | None = None) -> np.ndarray | sparse.csr_matrix:
@@ -50,7 +51,7 @@ def group_means(
         (np.ones(len(rows)), (codes[keep], rows)), shape=(len(names), len(codes))
     )
     sums = indicator @ matrix
-    sums = sums.toarray() if sparse.issparse(sums) else np.asarray(sums)
+    sums = dense(sums)
     counts = np.bincount(codes[keep], minlength=len(names))[:, None]
     return sums / np.maximum(counts, 1)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from mudata import MuData
-from scipy import sparse
 
+from scjepa.data._matrix import dense
 from scjepa.data._validation import get_layer, validate_counts
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def prepare_mudata(
 def _aligned(protein: AnnData, obs_names: pd.Index, layer: str | None) -> AnnData:
     """``protein`` reindexed to ``obs_names``, with zero counts for the cells it lacks."""
     values = get_layer(protein, layer)
-    values = values.toarray() if sparse.issparse(values) else np.asarray(values)
+    values = dense(values)
     full = np.zeros((len(obs_names), protein.n_vars), dtype=np.float32)
     position = obs_names.get_indexer(protein.obs_names)
     full[position] = values

@@ -45,8 +45,7 @@ def prediction_anndata(
     """
     n_src = len(source_index)
     source_obs = source.obs.iloc[source_index]
-    obs = pd.concat([source_obs] * len(perturbations), ignore_index=True)
-    obs = obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]]
+    obs = _user_columns(pd.concat([source_obs] * len(perturbations), ignore_index=True))
     obs["source_cell"] = np.tile(np.asarray(source_obs.index, dtype=str), len(perturbations))
     labels = pd.Categorical(
         np.repeat(perturbations, n_src), categories=list(dict.fromkeys(perturbations))
@@ -104,8 +103,7 @@ def time_prediction_anndata(
         More entries for ``uns["scjepa"]``.
     """
     source_index = np.arange(source.n_obs) if source_index is None else source_index
-    obs = source.obs.iloc[source_index].copy()
-    obs = obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]]
+    obs = _user_columns(source.obs.iloc[source_index])
     obs["source_cell"] = np.asarray(obs.index, dtype=str)
     if source_times is not None:
         obs["source_time"] = np.asarray(source_times, dtype=float)
@@ -144,12 +142,22 @@ def modality_prediction_anndata(
     **uns
         More entries for ``uns["scjepa"]``.
     """
-    obs = source.obs.loc[:, [c for c in source.obs.columns if not str(c).startswith("_scvi")]]
     predicted = _predicted_cells(
-        obs.copy(), pd.Index(target_var.index), values, embeddings, None, method=method, **uns
+        _user_columns(source.obs),
+        pd.Index(target_var.index),
+        values,
+        embeddings,
+        None,
+        method=method,
+        **uns,
     )
     predicted.var = target_var.copy()
     return predicted
+
+
+def _user_columns(obs: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``obs`` without the columns scvi-tools adds when registering data."""
+    return obs.loc[:, [c for c in obs.columns if not str(c).startswith("_scvi")]].copy()
 
 
 def _predicted_cells(

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
 from sklearn.decomposition import PCA
+
+from scjepa.data._matrix import dense
 
 _PCA_CELLS = 5000
 
@@ -27,10 +28,6 @@ def check_prediction(method: str, prediction: AnnData, real: AnnData) -> None:
         raise ValueError(f"Predictions of {method!r} must hold log-normalised expression in X.")
     if not np.array_equal(np.asarray(prediction.var_names), np.asarray(real.var_names)):
         raise ValueError(f"Predictions of {method!r} cover other genes than `real`.")
-
-
-def dense(matrix) -> np.ndarray:
-    return matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
 
 
 def shared_pca(matrices: list, n_pcs: int, seed: int) -> PCA:
