@@ -13,7 +13,12 @@ from scjepa.metrics._delta import (
 )
 from scjepa.metrics._distribution import energy_distance, mmd
 from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
-from scjepa.metrics._fate import label_proportions, proportion_error, transfer_labels
+from scjepa.metrics._fate import (
+    label_classifier,
+    label_proportions,
+    proportion_error,
+    transfer_labels,
+)
 from scjepa.metrics._modality import feature_pearson, feature_rmse, knn_label_accuracy
 from scjepa.metrics._transport import sinkhorn_coupling, wasserstein_distance
 
@@ -26,6 +31,7 @@ __all__ = [
     "feature_pearson",
     "feature_rmse",
     "knn_label_accuracy",
+    "label_classifier",
     "label_proportions",
     "log_normalized_matrix",
     "mae",

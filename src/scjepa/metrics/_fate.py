@@ -9,6 +9,28 @@ import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
 
+def label_classifier(
+    reference: np.ndarray, labels: Sequence, n_neighbors: int = 15
+) -> KNeighborsClassifier:
+    """A majority vote of the ``n_neighbors`` nearest annotated reference cells, fitted once.
+
+    Parameters
+    ----------
+    reference
+        ``(cells, dimensions)`` annotated cells, e.g. observed cells in a shared PCA.
+    labels
+        Annotation of each reference cell (cell type, fate, ...).
+    n_neighbors
+        Neighbours that vote.
+    """
+    reference = np.asarray(reference)
+    labels = np.asarray(labels).astype(str)
+    if len(reference) != len(labels):
+        raise ValueError("`labels` needs one entry per reference cell.")
+    classifier = KNeighborsClassifier(n_neighbors=min(n_neighbors, len(reference)))
+    return classifier.fit(reference, labels)
+
+
 def transfer_labels(
     reference: np.ndarray, labels: Sequence, query: np.ndarray, n_neighbors: int = 15
 ) -> np.ndarray:
@@ -26,13 +48,9 @@ def transfer_labels(
         Neighbours that vote.
     """
     reference, query = np.asarray(reference), np.asarray(query)
-    labels = np.asarray(labels).astype(str)
-    if len(reference) != len(labels):
-        raise ValueError("`labels` needs one entry per reference cell.")
     if reference.ndim != 2 or query.ndim != 2 or reference.shape[1] != query.shape[1]:
         raise ValueError("`reference` and `query` must be (cells x dimensions) in one space.")
-    classifier = KNeighborsClassifier(n_neighbors=min(n_neighbors, len(reference)))
-    return classifier.fit(reference, labels).predict(query)
+    return label_classifier(reference, labels, n_neighbors).predict(query)
 
 
 def label_proportions(labels: Sequence, categories: Sequence[str] | None = None) -> pd.Series:

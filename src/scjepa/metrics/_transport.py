@@ -71,10 +71,11 @@ def sinkhorn_coupling(
     log_a = np.full(len(a), -np.log(len(a)))
     log_b = np.full(len(b), -np.log(len(b)))
     f, g = np.zeros(len(a)), np.zeros(len(b))
-    for _ in range(n_iterations):
-        f = log_a - logsumexp(log_kernel + g[None, :], axis=1)
-        g = log_b - logsumexp(log_kernel + f[:, None], axis=0)
-        log_plan = log_kernel + f[:, None] + g[None, :]
-        if np.abs(np.exp(logsumexp(log_plan, axis=1)) - np.exp(log_a)).sum() < tol:
+    for iteration in range(n_iterations):
+        # one pass gives both the row marginals of the current plan and the next f update
+        row = logsumexp(log_kernel + g[None, :], axis=1)
+        if iteration and np.abs(np.exp(f + row) - np.exp(log_a)).sum() < tol:
             break
+        f = log_a - row
+        g = log_b - logsumexp(log_kernel + f[:, None], axis=0)
     return np.exp(log_kernel + f[:, None] + g[None, :])

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from scjepa.metrics._distribution import energy_distance
 from scjepa.metrics._expression import log_normalized_matrix
-from scjepa.metrics._fate import label_proportions, proportion_error, transfer_labels
+from scjepa.metrics._fate import label_classifier, label_proportions, proportion_error
 from scjepa.metrics._transport import wasserstein_distance
 from scjepa.tl._shared import as_prediction_mapping, check_prediction, dense, shared_pca
 
@@ -84,10 +84,13 @@ def evaluate_time(
     reference_matrix = log_normalized_matrix(reference, layer)
     pca = shared_pca([reference_matrix], n_pcs, seed)
     real_pcs = pca.transform(dense(log_normalized_matrix(real, layer)))
-    reference_pcs = pca.transform(dense(reference_matrix)) if labels_key else None
+    classifier = None
+    if labels_key:
+        reference_pcs = pca.transform(dense(reference_matrix))
+        classifier = label_classifier(reference_pcs, reference.obs[labels_key], n_neighbors)
 
     def labels_of(pcs: np.ndarray) -> np.ndarray:
-        return transfer_labels(reference_pcs, reference.obs[labels_key], pcs, n_neighbors)
+        return classifier.predict(pcs)
 
     real_labels = labels_of(real_pcs) if labels_key else None
     categories = sorted(set(reference.obs[labels_key].astype(str))) if labels_key else []
