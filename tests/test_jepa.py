@@ -157,5 +157,10 @@ def test_combinations_start_additive_in_the_predicted_embedding():
         for name, code in {"none": [-1, -1], "a": [0, -1], "b": [1, -1], "ab": [0, 1]}.items()
     }
     z = {name: module.predict_under(context, members) for name, members in rows.items()}
+    torch.testing.assert_close(z["none"], module.predict_unperturbed(context))
+    reused = module.predict_under(
+        context, rows["ab"], unperturbed=module.predict_unperturbed(context)
+    )
+    torch.testing.assert_close(reused, z["ab"])
     assert (z["a"] - z["none"]).abs().mean() > 1e-3
     torch.testing.assert_close(z["ab"] - z["none"], (z["a"] - z["none"]) + (z["b"] - z["none"]))
