@@ -104,6 +104,4 @@ def as_rna_protein_mudata(
     protein = AnnData(X=zeros, obs=pd.DataFrame(index=rna.obs_names.copy()), var=protein_var.copy())
     if protein_layer is not None:
         protein.layers[protein_layer] = zeros.copy()
-    mods = {modalities["rna_layer"]: rna, modalities["protein_layer"]: protein}
-    mdata = MuData(mods)
-    return mdata
+    return MuData({modalities["rna_layer"]: rna, modalities["protein_layer"]: protein})
