@@ -1,6 +1,9 @@
+import pytest
 import torch
+from scvi import REGISTRY_KEYS
 
 from scjepa.module import CellEncoder, PerturbationEncoder
+from scjepa.module._encoder import SparseLinear, input_width
 from scjepa.module._jepa import BioJEPAModule
 from scjepa.train import (
     covariance_loss,
@@ -78,6 +81,51 @@ def test_sparse_first_layer_equals_dense():
     encoder = CellEncoder(30, 6, n_hidden=12).eval()
     x = torch.rand(10, 30) * (torch.rand(10, 30) > 0.7)
     torch.testing.assert_close(encoder(x.to_sparse_csr()), encoder(x), rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_first_layer_gradients_equal_dense_ones():
+    torch.manual_seed(0)
+    layer = SparseLinear(200, 8)
+    # one empty cell: its row contributes nothing to either pass
+    for density in (0.05, 0.6):  # the gather path, and the dense product above the limit
+        x = torch.rand(12, 200) * (torch.rand(12, 200) < density)
+        x[3] = 0
+        upstream = torch.randn(12, 8)
+        grads = []
+        for batch in (x, x.to_sparse_csr()):
+            layer.zero_grad()
+            out = layer(batch)
+            (out * upstream).sum().backward()
+            grads.append((out.detach(), layer.weight.grad.clone(), layer.bias.grad.clone()))
+        for dense_value, sparse_value in zip(*grads, strict=True):
+            torch.testing.assert_close(sparse_value, dense_value, rtol=1e-4, atol=1e-5)
+
+
+def test_first_layer_narrows_for_wide_gene_panels():
+    assert input_width(600, 512) == 512
+    assert input_width(1500, 512) == 512
+    assert input_width(2000, 512) == 384
+    assert input_width(20000, 512) == 64
+    assert input_width(20000, 32) == 32
+    assert CellEncoder(20000, 16).input.weight.shape == (20000, 64)
+
+
+def test_embedding_models_have_no_expression_decoder():
+    rna_only = BioJEPAModule(n_input=30)
+    assert rna_only.decoder is None
+    _, generative, out = rna_only(
+        {
+            REGISTRY_KEYS.X_KEY: torch.poisson(torch.rand(8, 30) * 3),
+            REGISTRY_KEYS.BATCH_KEY: torch.zeros(8, 1),
+            REGISTRY_KEYS.LABELS_KEY: torch.zeros(8, 1),
+        }
+    )
+    assert generative == {}
+    assert float(out.reconstruction_loss_sum) == 0.0
+    assert torch.isfinite(out.loss)
+    assert _module().decoder is not None
+    with pytest.raises(ValueError, match="no expression decoder"):
+        rna_only.decode(torch.zeros(2, rna_only.n_latent), torch.zeros(2))
 
 
 def test_vicreg_prevents_collapse_on_toy_problem():

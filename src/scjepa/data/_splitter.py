@@ -79,6 +79,14 @@ class PerturbationDataSplitter(DataSplitter):
             dataset, sampler=sampler, batch_size=None, pin_memory=self.pin_memory, num_workers=0
         )
 
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Keep sparse minibatches sparse.
+
+        scvi-tools densifies them here; scjepa's encoders read sparse counts directly, at a cost
+        that follows the detected genes rather than all genes.
+        """
+        return batch
+
     def train_dataloader(self) -> DataLoader:
         """Minibatches of training cells, resampled every epoch."""
         return self._loader(self.train_idx, fixed=False)

@@ -11,6 +11,7 @@ import pandas as pd
 import rich.pretty  # noqa: F401 - scvi-tools' view_anndata_setup uses it without importing it
 import torch
 from anndata import AnnData
+from anndata.abc import CSCDataset, CSRDataset
 from mudata import MuData
 from scipy import sparse
 from scvi import REGISTRY_KEYS, settings
@@ -460,6 +461,12 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Cells per minibatch.
         accelerator, devices
             Passed to Lightning, as in scvi-tools (``"auto"`` picks a GPU when there is one).
+            Data-parallel training on several devices or nodes: ``devices=2, strategy="ddp"``
+            (CPU processes or GPUs; ``num_nodes=`` for several machines). Each process trains
+            on its share of every epoch's minibatches and gradients are averaged, so an epoch
+            takes ``1 / devices`` of the optimiser steps. Run it from a script: Lightning starts
+            the other processes by running the script again (in notebooks, use
+            ``strategy="ddp_notebook"``).
         train_size, validation_size
             Fractions of cells for training and validation (default 0.9 / 0.1).
         early_stopping
@@ -491,6 +498,9 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 raise ValueError("`early_stopping` needs validation cells; use `train_size` < 1.")
         else:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        if trainer_kwargs.get("strategy") in ("ddp", "ddp_spawn", "ddp_notebook"):
+            # objectives without cells in a minibatch leave their parameters without gradients
+            trainer_kwargs["strategy"] = f"{trainer_kwargs['strategy']}_find_unused_parameters_true"
         layer = self._counts(self.adata)
         if self.module.perturbation_encoder is not None:
             self.target_gene_effects_ = target_gene_effects(
@@ -716,4 +726,5 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
 
 def _is_sparse_matrix(matrix) -> bool:
-    return sparse.issparse(matrix) or type(matrix).__name__ in {"CSRDataset", "CSCDataset"}
+    """Whether counts are sparse, in memory or in a backed ``.h5ad``."""
+    return sparse.issparse(matrix) or isinstance(matrix, CSRDataset | CSCDataset)

@@ -64,7 +64,9 @@ class BioJEPAModule(BaseModuleClass):
 
     VICReg variance and covariance terms (Bardes et al., ICLR 2022) on the context embeddings and
     on predictions keep the embedding from collapsing. A negative binomial decoder reads
-    expression from detached target embeddings.
+    expression from detached target embeddings; it is built only when a prediction needs
+    expression (perturbations or time), so embedding models train without reconstructing any
+    gene, the source of JEPA's training-speed advantage over generative models.
 
     Parameters
     ----------
@@ -100,6 +102,9 @@ class BioJEPAModule(BaseModuleClass):
         Depth of the predictor.
     n_decoder_hidden
         Hidden width of the decoder head.
+    expression_decoder
+        Whether to build the expression decoder. ``None`` builds it when perturbations or time are
+        registered, the predictions that return expression.
     mask_ratio
         Fraction of detected genes removed from the masked view.
     invariance_weight, variance_weight, covariance_weight
@@ -153,6 +158,7 @@ class BioJEPAModule(BaseModuleClass):
         n_predictor_hidden: int = 256,
         n_predictor_blocks: int = 3,
         n_decoder_hidden: int = 256,
+        expression_decoder: bool | None = None,
         mask_ratio: float = 0.4,
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
@@ -213,7 +219,11 @@ class BioJEPAModule(BaseModuleClass):
             self.protein_branch = ModalityBranch(n_proteins, n_latent, dropout=dropout)
             # which modality the cross-modal predictor is asked for: 0 RNA, 1 protein
             self.modality_embedding = torch.nn.Embedding(2, n_perturbation_embedding)
-        self.decoder = NegativeBinomialDecoder(n_latent, n_input, n_batch, n_decoder_hidden)
+        if expression_decoder is None:
+            expression_decoder = perturbation_features is not None or time_span is not None
+        self.decoder = None
+        if expression_decoder:
+            self.decoder = NegativeBinomialDecoder(n_latent, n_input, n_batch, n_decoder_hidden)
         self._validation_generator = torch.Generator().manual_seed(0)
 
     def train(self, mode: bool = True):
@@ -326,6 +336,10 @@ class BioJEPAModule(BaseModuleClass):
     @auto_move_data
     def decode(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
         """Expression proportions decoded from embeddings."""
+        if self.decoder is None:
+            raise ValueError(
+                "This model has no expression decoder; build it with `expression_decoder=True`."
+            )
         return self.decoder(z, batch_index)
 
     # ------------------------------------------------------------------------ scvi-tools protocol
@@ -342,13 +356,14 @@ class BioJEPAModule(BaseModuleClass):
     def inference(self, x: torch.Tensor) -> dict:
         """Embed the views used by the training objectives."""
         generator = None if self.training else self._validation_generator.manual_seed(0)
-        normalized, masked = log_normalize(x, self.mask_ratio, generator=generator)
+        library = library_size(x)
+        normalized, masked = log_normalize(x, self.mask_ratio, generator=generator, library=library)
         with torch.no_grad():
             z_target = self.target_encoder(normalized)
         outputs = {
             "z_target": z_target,
             "z_masked": self.encoder(masked),
-            "library": library_size(x),
+            "library": library,
             "normalized": normalized,
         }
         if any(
@@ -360,7 +375,9 @@ class BioJEPAModule(BaseModuleClass):
 
     @auto_move_data
     def generative(self, z: torch.Tensor, batch_index: torch.Tensor) -> dict:
-        """Decode expression from the detached target embeddings."""
+        """Decode expression from the detached target embeddings (nothing without a decoder)."""
+        if self.decoder is None:
+            return {}
         return {"scale": self.decoder(z.detach(), batch_index)}
 
     def loss(self, tensors: dict, inference_outputs: dict, generative_outputs: dict) -> LossOutput:
@@ -402,12 +419,7 @@ class BioJEPAModule(BaseModuleClass):
         else:
             modality_loss = protein_loss = z_target.new_zeros(())
 
-        counts = to_dense(tensors[REGISTRY_KEYS.X_KEY])
-        nll = (
-            -self.decoder.distribution(generative_outputs["scale"], inference_outputs["library"])
-            .log_prob(counts)
-            .sum(dim=-1)
-        )
+        nll = self._expression_nll(tensors, inference_outputs, generative_outputs)
 
         jepa_loss = (
             w["invariance"]
@@ -447,6 +459,18 @@ class BioJEPAModule(BaseModuleClass):
             if pert is not None:
                 metrics.update(pert["diagnostics"])
         return LossOutput(loss=total, reconstruction_loss=nll, extra_metrics=metrics)
+
+    def _expression_nll(
+        self, tensors: dict, inference_outputs: dict, generative_outputs: dict
+    ) -> torch.Tensor:
+        """The decoder's negative log-likelihood of each cell's counts (zeros without one)."""
+        if self.decoder is None:
+            return inference_outputs["library"].new_zeros(inference_outputs["library"].shape)
+        counts = to_dense(tensors[REGISTRY_KEYS.X_KEY])
+        distribution = self.decoder.distribution(
+            generative_outputs["scale"], inference_outputs["library"]
+        )
+        return -distribution.log_prob(counts).sum(dim=-1)
 
     def _perturbation_objective(self, tensors: dict, inference_outputs: dict) -> dict | None:
         """Predict perturbed populations from control cells of the same stratum."""
@@ -641,7 +665,7 @@ class BioJEPAModule(BaseModuleClass):
         is_effect: list[bool],
     ) -> torch.Tensor:
         """Squared error of decoded population changes against observed ones, per gene."""
-        if not any(is_effect):
+        if not any(is_effect) or self.decoder is None:
             return predicted.new_zeros(())
         scale = NORMALIZATION_TARGET_SUM
         decoded = torch.log1p(self.decoder(predicted, batch_index) * scale)

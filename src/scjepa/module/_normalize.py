@@ -42,7 +42,10 @@ def _row_ids(x: torch.Tensor) -> torch.Tensor:
 
 
 def log_normalize(
-    x: torch.Tensor, mask_ratio: float = 0.0, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    mask_ratio: float = 0.0,
+    generator: torch.Generator | None = None,
+    library: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``log1p(counts / library * 1e4)``, and optionally a view with genes masked out.
 
@@ -55,15 +58,20 @@ def log_normalize(
         masked-gene objective). ``0`` returns no masked view.
     generator
         Random generator for the mask.
+    library
+        :func:`library_size` of ``x`` when already computed.
 
     Returns
     -------
     The normalised batch (same layout as the input, CSR if sparse) and the masked view or ``None``.
     Both keep the full cell's library size, so masking removes genes without rescaling the others.
     """
+    if library is None:
+        library = library_size(x)
     if not is_sparse(x):
-        library = x.sum(dim=1, keepdim=True).clamp(min=1.0)
-        normalized = torch.log1p(x / library * NORMALIZATION_TARGET_SUM)
+        normalized = torch.log1p(
+            x / library.reshape(-1, 1).clamp(min=1.0) * NORMALIZATION_TARGET_SUM
+        )
         if mask_ratio <= 0:
             return normalized, None
         keep = _uniform(x.shape, generator, x.device) >= mask_ratio
@@ -71,9 +79,6 @@ def log_normalize(
     x = _as_csr(x)
     rows = _row_ids(x)
     values = x.values()
-    library = torch.zeros(x.shape[0], dtype=values.dtype, device=x.device).index_add_(
-        0, rows, values
-    )
     normalized_values = torch.log1p(
         values / library.clamp(min=1.0)[rows] * NORMALIZATION_TARGET_SUM
     )

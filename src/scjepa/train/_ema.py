@@ -9,8 +9,12 @@ from torch import nn
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """``θ_target ← m θ_target + (1 - m) θ_online``; buffers are copied."""
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
+    # one multi-tensor call instead of a Python loop over parameters
+    torch._foreach_lerp_(
+        list(target.parameters()),
+        [o.detach() for o in online.parameters()],
+        1.0 - momentum,
+    )
     for t, o in zip(target.buffers(), online.buffers(), strict=True):
         t.copy_(o)
 
