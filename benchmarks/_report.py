@@ -7,6 +7,24 @@ import os
 import pandas as pd
 
 
+def peak_memory_gb() -> float:
+    """This process's peak resident memory in GiB.
+
+    ``/proc/self/status``'s ``VmHWM`` starts afresh with the program; ``getrusage``'s
+    ``ru_maxrss`` of a worker started by ``subprocess`` also counts its parent's memory.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def report(
     name: str, table: pd.DataFrame, check: pd.DataFrame, scores: pd.DataFrame, out: str, header: str
 ) -> None:
