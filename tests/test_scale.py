@@ -120,3 +120,21 @@ def test_sparse_detection_covers_backed_and_in_memory_matrices(tmp_path):
     assert _is_sparse_matrix(anndata.read_h5ad(path, backed="r").X)
     assert _is_sparse_matrix(sparse.csr_matrix(np.eye(3)))
     assert not _is_sparse_matrix(np.eye(3))
+
+
+def test_embedding_models_save_and_load_with_or_without_a_decoder(tmp_path):
+    adata = two_cell_types(n_cells=200, n_genes=50)
+    scjepa.BioJEPA.setup_anndata(adata)
+    for with_decoder in (False, True):
+        model = scjepa.BioJEPA(adata, n_hidden=32, n_latent=8, expression_decoder=with_decoder)
+        model.train(max_epochs=1, batch_size=100, enable_progress_bar=False)
+        # models saved before the decoder became optional carry no `expression_decoder`
+        for group in model.init_params_["kwargs"].values():
+            group.pop("expression_decoder", None)
+        path = tmp_path / f"decoder_{with_decoder}"
+        model.save(path)
+        loaded = scjepa.BioJEPA.load(path, adata=adata)
+        assert (loaded.module.decoder is not None) == with_decoder
+        np.testing.assert_allclose(
+            loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6
+        )

@@ -710,6 +710,9 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 state_dict["perturbation_encoder.features"].numpy(),
                 index=attributes["perturbation_vocabulary_"],
             )
+        # the saved weights say whether the model had an expression decoder (embedding models
+        # saved before it became optional have one)
+        kwargs.setdefault("expression_decoder", any(k.startswith("decoder.") for k in state_dict))
         model = cls(adata, **non_kwargs, **kwargs)
         for name, value in attributes.items():
             setattr(model, name, value)
