@@ -10,7 +10,7 @@ quality) and by the cell-type silhouette (scIB's label ASW, on 10,000 cells). Th
 cells/s, peak resident memory and the BioJEPA/scVI ratio per setting.
 
 Two BioJEPA configurations run: the default architecture, and a compact one (one hidden layer,
-32-dimensional embedding, smaller predictor) for embedding large data sets. Both train without
+16-dimensional embedding, smaller predictor) for embedding large data sets. Both train without
 an expression decoder (nothing in an embedding-only model needs one) and with the short-schedule
 settings in ``SHORT_SCHEDULE``: a benchmark of a few epochs is a few hundred optimiser steps,
 and the default target-encoder momentum (0.996, from I-JEPA's schedules of many thousand steps)
@@ -95,7 +95,7 @@ BIOJEPA_CONFIGURATIONS = {
     "BioJEPA compact": {
         "n_hidden": 128,
         "n_layers": 1,
-        "n_latent": 32,
+        "n_latent": 16,
         "n_predictor_hidden": 128,
         "n_predictor_blocks": 2,
     },
