@@ -347,12 +347,7 @@ class PredictionMixin:
         each.
         """
         rng = np.random.default_rng(seed)
-        if self.module.decoder is None:
-            raise ValueError(
-                "This model was built without an expression decoder (`expression_decoder=False`), "
-                "so it cannot return predicted expression."
-            )
-        theta = self.module.decoder.log_theta.exp().detach().cpu().numpy()
+        theta = self.module.require_decoder().log_theta.exp().detach().cpu().numpy()
         target_columns = target_columns or [[] for _ in targets]
         embeddings, values, counts = [], [], []
         start = 0

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scjepa.module._normalize import is_sparse
+from scjepa.module._normalize import as_csr, is_sparse
 
 
 def mlp(
@@ -92,10 +92,10 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project a dense or sparse ``(n_cells, n_in)`` batch."""
-        if is_sparse(x) and x.layout != torch.sparse_csr:
-            x = x.to_sparse_csr()
-        if is_sparse(x) and x.values().numel() > _SPARSE_DENSITY_LIMIT * x.numel():
-            x = x.to_dense()
+        if is_sparse(x):
+            x = as_csr(x)
+            if x.values().numel() > _SPARSE_DENSITY_LIMIT * x.numel():
+                x = x.to_dense()
         if not is_sparse(x):
             return x @ self.weight + self.bias
         out = _SparseProjection.apply(

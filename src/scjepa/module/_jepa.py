@@ -333,14 +333,19 @@ class BioJEPAModule(BaseModuleClass):
         """Online-encoder embeddings of raw counts ``x``, the context the predictor starts from."""
         return self.encoder(log_normalize(x)[0])
 
+    def require_decoder(self) -> NegativeBinomialDecoder:
+        """The expression decoder, or a clear error for a model built without one."""
+        if self.decoder is None:
+            raise ValueError(
+                "This model has no expression decoder, so it cannot return predicted expression; "
+                "build it with `expression_decoder=True`."
+            )
+        return self.decoder
+
     @auto_move_data
     def decode(self, z: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
         """Expression proportions decoded from embeddings."""
-        if self.decoder is None:
-            raise ValueError(
-                "This model has no expression decoder; build it with `expression_decoder=True`."
-            )
-        return self.decoder(z, batch_index)
+        return self.require_decoder()(z, batch_index)
 
     # ------------------------------------------------------------------------ scvi-tools protocol
     def _get_inference_input(self, tensors: dict) -> dict:

@@ -23,7 +23,8 @@ def is_sparse(x: torch.Tensor) -> bool:
     return x.layout != torch.strided
 
 
-def _as_csr(x: torch.Tensor) -> torch.Tensor:
+def as_csr(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in CSR layout (no copy if it already is)."""
     return x if x.layout == torch.sparse_csr else x.to_sparse_csr()
 
 
@@ -31,7 +32,7 @@ def library_size(x: torch.Tensor) -> torch.Tensor:
     """Total counts per cell, shape ``(n_cells,)``."""
     if not is_sparse(x):
         return x.sum(dim=1)
-    x = _as_csr(x)
+    x = as_csr(x)
     rows = _row_ids(x)
     return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add_(0, rows, x.values())
 
@@ -76,7 +77,7 @@ def log_normalize(
             return normalized, None
         keep = _uniform(x.shape, generator, x.device) >= mask_ratio
         return normalized, normalized * keep
-    x = _as_csr(x)
+    x = as_csr(x)
     rows = _row_ids(x)
     values = x.values()
     normalized_values = torch.log1p(
