@@ -25,8 +25,9 @@ import time
 
 import numpy as np
 import pandas as pd
+from _configurations import SHORT_SCHEDULE
 from _report import peak_memory_gb, report
-from speed import SHORT_SCHEDULE, cell_type_profiles, sample_cells
+from speed import cell_type_profiles, sample_cells
 
 
 def write_counts_h5ad(path: str, n_cells: int, n_genes: int, chunk: int = 10_000, seed: int = 0):

@@ -21,8 +21,15 @@ def trained_citeseq():
     held = np.random.default_rng(0).random(mdata.n_obs) < 0.25
     train = mdata[~held].copy()
     scjepa.BioJEPA.setup_mudata(train, labels_key="cell_type", **SETUP)
-    model = scjepa.BioJEPA(train, n_latent=16, n_hidden=32, n_predictor_hidden=32)
-    model.train(max_epochs=4, batch_size=96, enable_progress_bar=False)
+    model = scjepa.BioJEPA(
+        train, n_latent=16, n_hidden=64, n_layers=1, n_predictor_hidden=64, n_predictor_blocks=2
+    )
+    model.train(
+        max_epochs=30,
+        batch_size=96,
+        enable_progress_bar=False,
+        plan_kwargs={"lr": 3e-3, "ema_momentum_start": 0.99, "ema_momentum_end": 0.995},
+    )
     return model, train, mdata[held].copy()
 
 
@@ -89,6 +96,21 @@ def test_joint_embeddings_and_protein_prediction(trained_citeseq):
         model.predict_modality(held_out["rna"].copy(), target="atac")
 
 
+def test_predicted_proteins_follow_measured_ones_on_held_out_cells(trained_citeseq):
+    model, train, held_out = trained_citeseq
+    observed = np.asarray(scjepa.metrics.log_normalized_matrix(held_out["protein"], "counts"))
+    predicted = model.predict_modality(held_out["rna"].copy()).X
+    pearson = np.nanmean(scjepa.metrics.feature_pearson(predicted, observed))
+    training_means = np.asarray(
+        scjepa.metrics.log_normalized_matrix(train["protein"], "counts")
+    ).mean(axis=0)
+    constant_rmse = scjepa.metrics.feature_rmse(
+        np.broadcast_to(training_means, observed.shape), observed
+    ).mean()
+    assert pearson > 0.3
+    assert scjepa.metrics.feature_rmse(predicted, observed).mean() < constant_rmse
+
+
 def test_multimodal_model_survives_save_and_load(trained_citeseq, tmp_path):
     model, train, held_out = trained_citeseq
     before = model.predict_modality(held_out["rna"].copy()).X
@@ -110,3 +132,20 @@ def test_rna_only_model_cannot_predict_proteins(trained):
         model.predict_modality(AnnData(data.X))
     with pytest.raises(ValueError, match="RNA alone"):
         model.get_latent_representation(modality="protein")
+
+
+def test_protein_head_is_standardised_and_loads_unstandardised_weights():
+    import torch
+
+    mean, scale = torch.linspace(2.0, 5.0, 10), torch.linspace(0.5, 1.5, 10)
+    branch = scjepa.module.ModalityBranch(10, 8, feature_mean=mean, feature_scale=scale)
+    z = torch.randn(4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(branch.decode(z), mean + scale * branch.head(z))
+        # weights saved before the head was standardised carry no statistics: read as 0 and 1
+        old = {k: v for k, v in branch.state_dict().items() if not k.startswith("feature_")}
+        reloaded = scjepa.module.ModalityBranch(10, 8, feature_mean=mean, feature_scale=scale)
+        reloaded.load_state_dict(old)
+        torch.testing.assert_close(reloaded.decode(z), branch.head(z))
+    with pytest.raises(ValueError, match="shape"):
+        scjepa.module.ModalityBranch(10, 8, feature_mean=torch.zeros(3))

