@@ -80,7 +80,8 @@ def test_trains_and_embeds_from_a_backed_h5ad(tmp_path):
 
     assert latent.shape == (backed.n_obs, 16)
     assert np.isfinite(latent).all()
-    assert backed.isbacked  # nothing was loaded into memory behind the user's back
+    # nothing was loaded into memory behind the user's back: X is still the on-disk dataset
+    assert backed.isbacked and isinstance(backed.X, anndata.abc.CSRDataset)
     labels = backed.obs["cell_type"].to_numpy()
     assert knn_label_accuracy(latent, labels) > 0.9
     # the same cells in memory give the same embedding from the backed model
