@@ -62,6 +62,11 @@ def test_mosaic_cells_without_protein_train_and_get_proteins():
     unmeasured = mosaic["protein"].layers["counts"][-100:]
     assert np.all(unmeasured == 0)
     model = scjepa.BioJEPA(mosaic, n_latent=8, n_hidden=16, n_predictor_hidden=16)
+    # the head is standardised by the measured cells only, not the unmeasured (zero) rows
+    measured = scjepa.metrics.log_normalized_matrix(protein, "counts")
+    branch = model.module.protein_branch
+    np.testing.assert_allclose(branch.feature_mean.numpy(), measured.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(branch.feature_scale.numpy(), measured.std(axis=0), rtol=1e-4)
     model.train(max_epochs=2, batch_size=100, enable_progress_bar=False)
     assert np.isfinite(model.history["modality_loss_train"].to_numpy(dtype=float)).all()
     embedding = model.get_latent_representation(modality="protein")

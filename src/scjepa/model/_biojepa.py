@@ -34,6 +34,7 @@ from scjepa.data._features import (
     log_normalize,
     validate_feature_table,
 )
+from scjepa.data._matrix import dense
 from scjepa.data._multimodal import (
     DEFAULT_MODALITIES,
     prepare_mudata,
@@ -180,11 +181,9 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """Per-protein mean and sd of log-normalised values over cells with measured proteins."""
         if not self._n_proteins():
             return {}
-        counts = self.adata_manager.get_from_registry(SCJEPA_KEYS.PROTEIN_KEY)
-        counts = sparse.csr_matrix(counts) if sparse.issparse(counts) else np.asarray(counts)
-        measured = np.asarray(counts.sum(axis=1)).ravel() > 0
-        values = log_normalize(counts[measured])
-        values = values.toarray() if sparse.issparse(values) else values
+        # an antibody panel has tens of proteins: dense is small
+        counts = dense(self.adata_manager.get_from_registry(SCJEPA_KEYS.PROTEIN_KEY))
+        values = log_normalize(counts[counts.sum(axis=1) > 0])
         return {
             "protein_mean": torch.as_tensor(values.mean(axis=0), dtype=torch.float32),
             "protein_scale": torch.as_tensor(values.std(axis=0), dtype=torch.float32),
