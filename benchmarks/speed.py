@@ -9,8 +9,9 @@ and scores the embedding by kNN label accuracy over all cells (so that speed is 
 quality) and by the cell-type silhouette (scIB's label ASW, on 10,000 cells). The table gives
 cells/s, peak resident memory and the BioJEPA/scVI ratio per setting.
 
-Two BioJEPA configurations run: the default architecture, and a compact one (one hidden layer,
-16-dimensional embedding, smaller predictor) for embedding large data sets. Both train without
+Two BioJEPA configurations run: the default architecture, and a compact one for embedding large
+data sets (two 128-wide hidden layers after the gene layer, a 16-dimensional embedding, a smaller
+predictor). Both train without
 an expression decoder (nothing in an embedding-only model needs one) and with the short-schedule
 settings in ``_configurations.SHORT_SCHEDULE``. scVI runs with its defaults.
 
@@ -89,7 +90,9 @@ def benchmark_anndata(n_cells: int, n_genes: int, all_genes: int = 20_000):
 
 BIOJEPA_CONFIGURATIONS = {
     "BioJEPA": {},
-    "BioJEPA compact": {**COMPACT, "n_latent": 16},
+    # a second hidden layer: at 20,000 genes the gene layer is 64 wide (`input_width`), and with
+    # one layer the cell-type silhouette stayed below scVI's (0.878 vs 0.904)
+    "BioJEPA compact": {**COMPACT, "n_layers": 2, "n_latent": 16},
 }
 
 
@@ -170,12 +173,15 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
                 "inference speed ratio": round(
                     ours.inference_cells_per_s / theirs.inference_cells_per_s, 2
                 ),
-                "kNN accuracy BioJEPA": round(ours.knn_label_accuracy, 3),
-                "kNN accuracy scVI": round(theirs.knn_label_accuracy, 3),
+                # five decimals: one cell in 50,000 is 0.00002
+                "kNN accuracy BioJEPA": round(ours.knn_label_accuracy, 5),
+                "kNN accuracy scVI": round(theirs.knn_label_accuracy, 5),
                 "label ASW BioJEPA": round(ours.label_asw, 3),
                 "label ASW scVI": round(theirs.label_asw, 3),
                 "meets bar": bool(
-                    ratio >= target and ours.knn_label_accuracy >= theirs.knn_label_accuracy
+                    ratio >= target
+                    and ours.knn_label_accuracy >= theirs.knn_label_accuracy
+                    and ours.label_asw >= theirs.label_asw
                 ),
             }
         )
