@@ -113,7 +113,13 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
-    """For each data set, split and headline metric: BioJEPA against the best baseline."""
+    """For each data set, split and headline metric: BioJEPA against the best baseline.
+
+    ``seed sd`` is the larger of the two methods' standard deviations over seeds, the bar's
+    test. Each seed generates its own data set and split, so much of that spread is shared by
+    both methods; ``paired sd`` is the standard deviation over seeds of the margin itself, the
+    spread of a paired comparison, reported next to it.
+    """
     per_seed = scores.groupby(["dataset", "split", "method", "seed"])[HEADLINE].mean()
     rows = []
     for (dataset, split), block in per_seed.groupby(["dataset", "split"]):
@@ -121,10 +127,14 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
         sds = block.groupby("method").std().fillna(0.0)
         for metric in HEADLINE:
             lower = metric in LOWER_IS_BETTER
+            sign = 1 if lower else -1
             others = means.drop(index="BioJEPA")[metric]
             best = others.idxmin() if lower else others.idxmax()
-            margin = (others[best] - means.loc["BioJEPA", metric]) * (1 if lower else -1)
+            margin = (others[best] - means.loc["BioJEPA", metric]) * sign
             spread = max(sds.loc["BioJEPA", metric], sds.loc[best, metric])
+            by_seed = block[metric].unstack("method")
+            paired = ((by_seed[best] - by_seed["BioJEPA"]) * sign).std()
+            paired = 0.0 if pd.isna(paired) else paired
             rows.append(
                 {
                     "dataset": dataset,
@@ -136,6 +146,8 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
                     "margin": round(margin, 3),
                     "seed sd": round(spread, 3),
                     "wins": bool(margin > spread),
+                    "paired sd": round(paired, 3),
+                    "wins (paired)": bool(margin > paired),
                 }
             )
     return pd.DataFrame(rows)

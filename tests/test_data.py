@@ -1,7 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 import torch
+from anndata import AnnData
 
 from scjepa.data import (
     StratifiedPerturbationSampler,
@@ -11,7 +13,9 @@ from scjepa.data import (
     parse_perturbation,
     split_perturbations,
 )
+from scjepa.data._direct_effect import apply_fold_change, target_gene_fold_changes
 from scjepa.data._perturbations import members_to_index
+from scjepa.model._biojepa import _legacy_direct_effects
 from scjepa.module._normalize import log_normalize as torch_log_normalize
 
 
@@ -95,3 +99,35 @@ def test_sampler_pairs_controls_with_perturbed_cells_of_one_stratum(trained):
         assert len(np.unique(groups.perturbation[batch][~groups.is_control[batch]])) <= 4
     fixed = StratifiedPerturbationSampler(groups, batch_size=64, seed=3, fixed=True)
     assert all(np.array_equal(a, b) for a, b in zip(list(fixed), list(fixed), strict=True))
+
+
+def test_target_gene_fold_changes_are_ratios_of_normalised_means():
+    # every cell has 100 counts, so normalised expression is 100x the counts
+    labels = ["control"] * 4 + ["A"] * 2 + ["C"] * 2 + ["A+B"] * 2
+    counts = np.zeros((10, 4))
+    counts[:, 3] = 100
+    counts[:4, 0] = [10, 10, 20, 20]  # control mean of A: 15 counts
+    counts[4:6, 0] = [3, 0]  # under its own knock-down: 1.5
+    counts[:, 3] -= counts[:, 0]
+    adata = AnnData(
+        np.zeros((10, 4)),
+        obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(10)]),
+        var=pd.DataFrame(index=["A", "B", "C", "D"]),
+    )
+    folds = target_gene_fold_changes(adata, counts, "perturbation", "control")
+    # C is never detected in control cells, and combinations do not count
+    assert folds.keys() == {"A"}
+    assert folds["A"] == pytest.approx(0.1)
+    # a fraction of the transcripts, whatever the level: log1p(0.5 * 4) from log1p(4)
+    np.testing.assert_allclose(apply_fold_change(np.log1p([4.0, 0.0]), 0.5), np.log1p([2.0, 0]))
+
+
+def test_models_saved_with_log_direct_effects_load_them_as_fold_changes():
+    attributes = _legacy_direct_effects(
+        {"target_gene_effects_": {"A": -1.0}, "target_gene_effect_": -1.0, "other_": 1}
+    )
+    assert attributes == {
+        "target_gene_fold_changes_": {"A": pytest.approx(np.exp(-1.0))},
+        "target_gene_fold_change_": pytest.approx(np.exp(-1.0)),
+        "other_": 1,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -28,7 +29,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.utils import setup_anndata_dsp
 
 from scjepa._constants import SCJEPA_KEYS
-from scjepa.data._direct_effect import target_gene_effects
+from scjepa.data._direct_effect import target_gene_fold_changes
 from scjepa.data._features import (
     gene_features_from_expression,
     log_normalize,
@@ -127,8 +128,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         super().__init__(adata)
         self._check_var_names_unique(adata)
         self.perturbation_vocabulary_: list[str] | None = None
-        self.target_gene_effect_: float | None = None
-        self.target_gene_effects_: dict[str, float] = {}
+        self.target_gene_fold_change_: float | None = None
+        self.target_gene_fold_changes_: dict[str, float] = {}
         features, members, ctrl = None, None, None
         if SCJEPA_KEYS.PERTURBATION_KEY in self.adata_manager.data_registry:
             table = self._perturbation_feature_table(perturbation_features, n_perturbation_features)
@@ -518,15 +519,15 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             trainer_kwargs["strategy"] = f"{trainer_kwargs['strategy']}_find_unused_parameters_true"
         layer = self._counts(self.adata)
         if self.module.perturbation_encoder is not None:
-            self.target_gene_effects_ = target_gene_effects(
+            self.target_gene_fold_changes_ = target_gene_fold_changes(
                 self.adata,
                 layer,
                 self._setup_args["perturbation_key"],
                 self._setup_args["control_value"],
                 self._setup_args["perturbation_delimiter"],
             )
-            effects = list(self.target_gene_effects_.values())
-            self.target_gene_effect_ = float(np.median(effects)) if effects else None
+            folds = list(self.target_gene_fold_changes_.values())
+            self.target_gene_fold_change_ = float(np.median(folds)) if folds else None
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -729,7 +730,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         # saved before it became optional have one)
         kwargs.setdefault("expression_decoder", any(k.startswith("decoder.") for k in state_dict))
         model = cls(adata, **non_kwargs, **kwargs)
-        for name, value in attributes.items():
+        for name, value in _legacy_direct_effects(attributes).items():
             setattr(model, name, value)
         model.module.load_state_dict(state_dict)
         _, _, torch_device = parse_device_args(
@@ -741,6 +742,20 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         model.to_device(torch_device)
         model.module.eval()
         return model
+
+
+def _legacy_direct_effects(attributes: dict) -> dict:
+    """Attributes of models saved with direct effects as log changes, as fold changes.
+
+    ``exp`` of a log change is the fold change it corresponds to for well-expressed genes.
+    """
+    attributes = dict(attributes)
+    effects = attributes.pop("target_gene_effects_", None)
+    effect = attributes.pop("target_gene_effect_", None)
+    if effects is not None and "target_gene_fold_changes_" not in attributes:
+        attributes["target_gene_fold_changes_"] = {g: math.exp(e) for g, e in effects.items()}
+        attributes["target_gene_fold_change_"] = None if effect is None else math.exp(effect)
+    return attributes
 
 
 def _is_sparse_matrix(matrix) -> bool:

@@ -11,6 +11,7 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 
 from scjepa._constants import NORMALIZATION_TARGET_SUM
+from scjepa.data._direct_effect import apply_fold_change
 from scjepa.data._features import log_normalize
 from scjepa.data._multimodal import as_rna_protein_mudata, rna_of
 from scjepa.data._perturbations import parse_perturbation
@@ -142,9 +143,10 @@ class PredictionMixin:
             arithmetic (scGen, Lotfollahi et al., Nature Methods 2019). ``"sample"``: counts drawn
             from the decoder's negative binomial at the source cell's library size, also stored
             in ``layers["counts"]``. ``"mean"``: ``log1p`` of the decoder's expected normalised
-            expression. In every mode a perturbation's measured target genes change by the
-            direct effect measured for it in training (``model.target_gene_effects_``), or for
-            genes never perturbed alone the median of those (``model.target_gene_effect_``).
+            expression. In every mode a perturbation's measured target genes are scaled in
+            each cell by the fold change measured for them in training
+            (``model.target_gene_fold_changes_``), or for genes never perturbed alone by the
+            median of those (``model.target_gene_fold_change_``).
         seed
             Seed of the sampling, so predictions are reproducible.
 
@@ -381,8 +383,8 @@ class PredictionMixin:
                 else:
                     values_p = log_mean
                 base = observed if expression == "shift" else values_p
-                for column, effect in columns:
-                    values_p[:, column] = base[:, column] + effect
+                for column, fold_change in columns:
+                    values_p[:, column] = apply_fold_change(base[:, column], fold_change)
                 rows_x.append(np.maximum(values_p, 0.0))
             embeddings.append(np.stack(rows_z, axis=1))
             values.append(np.stack(rows_x, axis=1))
@@ -409,12 +411,12 @@ class PredictionMixin:
         return z.cpu().numpy(), torch.log1p(scale * NORMALIZATION_TARGET_SUM).cpu().numpy()
 
     def _target_gene_columns(self, names: list[str]) -> list[list[tuple[int, float]]]:
-        """Columns of the measured genes each perturbation targets, with their direct effects.
+        """Columns of the measured genes each perturbation targets, with their fold changes.
 
-        A target measured perturbed alone in training keeps its own measured effect; any other
-        gets the median over targets (``target_gene_effect_``).
+        A target measured perturbed alone in training keeps its own fold change; any other gets
+        the median over targets (``target_gene_fold_change_``).
         """
-        if self.target_gene_effect_ is None:
+        if self.target_gene_fold_change_ is None:
             return [[] for _ in names]
         position = {name: i for i, name in enumerate(self._training_var_names)}
         members = [
@@ -425,7 +427,7 @@ class PredictionMixin:
         ]
         return [
             [
-                (position[m], self.target_gene_effects_.get(m, self.target_gene_effect_))
+                (position[m], self.target_gene_fold_changes_.get(m, self.target_gene_fold_change_))
                 for m in group
                 if m in position
             ]
