@@ -11,7 +11,7 @@ cells/s, peak resident memory and the BioJEPA/scVI ratio per setting.
 
 Two BioJEPA configurations run: the default architecture, and a compact one for embedding large
 data sets (two 128-wide hidden layers after the gene layer, a 16-dimensional embedding, a smaller
-predictor). Both train without
+predictor, 60% of detected genes masked). Both train without
 an expression decoder (nothing in an embedding-only model needs one) and with the short-schedule
 settings in ``_configurations.SHORT_SCHEDULE``. scVI runs with its defaults.
 
@@ -91,8 +91,11 @@ def benchmark_anndata(n_cells: int, n_genes: int, all_genes: int = 20_000):
 BIOJEPA_CONFIGURATIONS = {
     "BioJEPA": {},
     # a second hidden layer: at 20,000 genes the gene layer is 64 wide (`input_width`), and with
-    # one layer the cell-type silhouette stayed below scVI's (0.878 vs 0.904)
-    "BioJEPA compact": {**COMPACT, "n_layers": 2, "n_latent": 16},
+    # one layer the cell-type silhouette stayed below scVI's (0.878 vs 0.904). Masking 60% of
+    # the detected genes: context views as sparse as shallow cells keep those cells with their
+    # type (at 20,000 genes, 0 and 1 of 50,000 cells misplaced by kNN vote on two seeds,
+    # against 5 and 9 with 40%)
+    "BioJEPA compact": {**COMPACT, "n_layers": 2, "n_latent": 16, "mask_ratio": 0.6},
 }
 
 
