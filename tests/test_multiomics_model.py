@@ -22,7 +22,7 @@ def trained_citeseq():
     train = mdata[~held].copy()
     scjepa.BioJEPA.setup_mudata(train, labels_key="cell_type", **SETUP)
     model = scjepa.BioJEPA(
-        train, n_latent=16, n_hidden=64, n_layers=1, n_predictor_hidden=64, n_predictor_blocks=2
+        train, n_latent=16, n_hidden=64, n_layers=2, n_predictor_hidden=64, n_predictor_blocks=2
     )
     model.train(
         max_epochs=30,
