@@ -34,7 +34,8 @@ def target_gene_fold_changes(
     ``perturbseq_demo(seed=0)`` from the others' median, the mean absolute error of its mean log
     change was 0.65 with the median log change, 0.26 with the median ratio of mean normalised
     expression and 0.24 with the median of these fold changes. Targets not detected in control
-    cells have no fold change.
+    cells have no fold change, and a fold change leaves a cell without transcripts of the target
+    at zero: activation of a silent gene (CRISPRa) is left to the learned decoder.
 
     Parameters
     ----------
