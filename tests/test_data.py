@@ -13,7 +13,11 @@ from scjepa.data import (
     parse_perturbation,
     split_perturbations,
 )
-from scjepa.data._direct_effect import apply_fold_change, target_gene_fold_changes
+from scjepa.data._direct_effect import (
+    apply_direct_effect,
+    target_gene_direct_effects,
+    typical_direct_effect,
+)
 from scjepa.data._perturbations import members_to_index
 from scjepa.model._biojepa import _legacy_direct_effects
 from scjepa.module._normalize import log_normalize as torch_log_normalize
@@ -101,36 +105,53 @@ def test_sampler_pairs_controls_with_perturbed_cells_of_one_stratum(trained):
     assert all(np.array_equal(a, b) for a, b in zip(list(fixed), list(fixed), strict=True))
 
 
-def test_target_gene_fold_changes_reproduce_the_measured_log_change():
+def test_target_gene_direct_effects_reproduce_the_measured_log_change():
     # every cell has 100 counts, so normalised expression is 100x the counts
-    labels = ["control"] * 4 + ["A"] * 2 + ["C"] * 2 + ["A+B"] * 2
-    counts = np.zeros((10, 4))
-    counts[:, 3] = 100
+    labels = ["control"] * 4 + ["A"] * 2 + ["B"] * 2 + ["C"] * 2 + ["A+B"] * 2
+    counts = np.zeros((12, 4))
     counts[:4, 0] = [10, 10, 20, 0]
-    counts[4:6, 0] = [3, 0]  # A under its own knock-down
-    counts[:, 3] -= counts[:, 0]
+    counts[4:6, 0] = [3, 0]  # A knocked down
+    counts[6:8, 1] = [5, 9]  # B, silent in control cells, activated
+    counts[:, 3] = 100 - counts[:, :3].sum(axis=1)
     adata = AnnData(
-        np.zeros((10, 4)),
-        obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(10)]),
+        np.zeros((12, 4)),
+        obs=pd.DataFrame({"perturbation": labels}, index=[f"c{i}" for i in range(12)]),
         var=pd.DataFrame(index=["A", "B", "C", "D"]),
     )
-    folds = target_gene_fold_changes(adata, counts, "perturbation", "control")
-    # C is never detected in control cells, and combinations do not count
-    assert folds.keys() == {"A"}
-    control, perturbed = np.log1p(100 * counts[:4, 0]), np.log1p(100 * counts[4:6, 0])
-    assert 0 < folds["A"] < 1
-    moved = apply_fold_change(control, folds["A"]).mean() - control.mean()
-    assert moved == pytest.approx(perturbed.mean() - control.mean(), abs=1e-5)
-    # a fraction of the transcripts, whatever the level: log1p(0.5 * 4) from log1p(4)
-    np.testing.assert_allclose(apply_fold_change(np.log1p([4.0, 0.0]), 0.5), np.log1p([2.0, 0]))
+    effects = target_gene_direct_effects(adata, counts, "perturbation", "control")
+    # C is never detected, so it cannot be lowered; combinations do not count
+    assert effects.keys() == {"A", "B"}
+    log = np.log1p(100 * counts)
+    fold, added = effects["A"]
+    assert 0 < fold < 1 and added == 0
+    fold, added = effects["B"]
+    assert fold == 1 and added > 0
+    for gene, column in [("A", 0), ("B", 1)]:
+        control, perturbed = log[:4, column], log[labels.index(gene) :][:2, column]
+        moved = apply_direct_effect(control, effects[gene]).mean() - control.mean()
+        assert moved == pytest.approx(perturbed.mean() - control.mean(), abs=1e-5)
+    # knock-down removes a fraction of the transcripts, whatever the level: log1p(0.5 * 4)
+    np.testing.assert_allclose(
+        apply_direct_effect(np.log1p([4.0, 0.0]), [0.5, 0.0]), np.log1p([2.0, 0])
+    )
+    # targets never perturbed alone get the median of the more common direction
+    assert typical_direct_effect({"A": [0.2, 0.0], "B": [0.4, 0.0], "E": [1.0, 3.0]}) == [
+        pytest.approx(0.3),
+        0.0,
+    ]
+    assert typical_direct_effect({"B": [1.0, 3.0]}) == [1.0, 3.0]
+    assert typical_direct_effect({}) is None
 
 
-def test_models_saved_with_log_direct_effects_load_them_as_fold_changes():
+def test_models_saved_with_log_direct_effects_load_them_as_pairs():
     attributes = _legacy_direct_effects(
-        {"target_gene_effects_": {"A": -1.0}, "target_gene_effect_": -1.0, "other_": 1}
+        {"target_gene_effects_": {"A": -1.0, "B": 0.5}, "target_gene_effect_": -1.0, "other_": 1}
     )
     assert attributes == {
-        "target_gene_fold_changes_": {"A": pytest.approx(np.exp(-1.0))},
-        "target_gene_fold_change_": pytest.approx(np.exp(-1.0)),
+        "target_gene_direct_effects_": {
+            "A": [pytest.approx(np.exp(-1.0)), 0.0],
+            "B": [1.0, pytest.approx(np.expm1(0.5))],
+        },
+        "target_gene_direct_effect_": [pytest.approx(np.exp(-1.0)), 0.0],
         "other_": 1,
     }

@@ -73,7 +73,8 @@ def test_unseen_combination_and_unseen_gene(trained):
     assert pred.n_obs == 3 * controls.n_obs
     assert np.isfinite(pred.X).all()
     # the direct effect on the targeted gene is applied to a gene never perturbed in training
-    assert 0 < model.target_gene_fold_change_ < 1  # the demo is CRISPR interference
+    fold, added = model.target_gene_direct_effect_
+    assert 0 < fold < 1 and added == 0  # the demo is CRISPR interference
     gene = list(data.var_names).index(never_perturbed)
     observed = pred[pred.obs.perturbation == never_perturbed].X[:, gene].mean()
     reference = model.predict_perturbation(singles[0], adata=controls, expression="mean")
@@ -131,8 +132,8 @@ def test_save_load_round_trip(trained, tmp_path):
     again = loaded.predict_perturbation(name, adata=controls)
     np.testing.assert_allclose(again.X, pred.X, rtol=1e-6, atol=1e-6)
     assert loaded.is_trained
-    assert loaded.target_gene_fold_change_ == model.target_gene_fold_change_
-    assert loaded.target_gene_fold_changes_ == model.target_gene_fold_changes_ != {}
+    assert loaded.target_gene_direct_effect_ == model.target_gene_direct_effect_
+    assert loaded.target_gene_direct_effects_ == model.target_gene_direct_effects_ != {}
     pd.testing.assert_frame_equal(loaded.history["train_loss"], model.history["train_loss"])
 
     from_disk = scjepa.BioJEPA.load(tmp_path / "model")

@@ -29,7 +29,7 @@ from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
 from scvi.utils import setup_anndata_dsp
 
 from scjepa._constants import SCJEPA_KEYS
-from scjepa.data._direct_effect import target_gene_fold_changes
+from scjepa.data._direct_effect import target_gene_direct_effects, typical_direct_effect
 from scjepa.data._features import (
     gene_features_from_expression,
     log_normalize,
@@ -128,8 +128,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         super().__init__(adata)
         self._check_var_names_unique(adata)
         self.perturbation_vocabulary_: list[str] | None = None
-        self.target_gene_fold_change_: float | None = None
-        self.target_gene_fold_changes_: dict[str, float] = {}
+        self.target_gene_direct_effect_: list[float] | None = None
+        self.target_gene_direct_effects_: dict[str, list[float]] = {}
         features, members, ctrl = None, None, None
         if SCJEPA_KEYS.PERTURBATION_KEY in self.adata_manager.data_registry:
             table = self._perturbation_feature_table(perturbation_features, n_perturbation_features)
@@ -519,15 +519,16 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             trainer_kwargs["strategy"] = f"{trainer_kwargs['strategy']}_find_unused_parameters_true"
         layer = self._counts(self.adata)
         if self.module.perturbation_encoder is not None:
-            self.target_gene_fold_changes_ = target_gene_fold_changes(
+            self.target_gene_direct_effects_ = target_gene_direct_effects(
                 self.adata,
                 layer,
                 self._setup_args["perturbation_key"],
                 self._setup_args["control_value"],
                 self._setup_args["perturbation_delimiter"],
             )
-            folds = list(self.target_gene_fold_changes_.values())
-            self.target_gene_fold_change_ = float(np.median(folds)) if folds else None
+            self.target_gene_direct_effect_ = typical_direct_effect(
+                self.target_gene_direct_effects_
+            )
         return super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
@@ -745,16 +746,21 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
 
 def _legacy_direct_effects(attributes: dict) -> dict:
-    """Attributes of models saved with direct effects as log changes, as fold changes.
+    """Attributes of models saved with direct effects as log changes, as ``[fold, added]``.
 
-    ``exp`` of a log change is the fold change it corresponds to for well-expressed genes.
+    A log change ``e`` is a fold ``exp(e)`` for well-expressed genes when it lowers them, and
+    adds ``expm1(e)`` to silent genes when it raises them.
     """
     attributes = dict(attributes)
     effects = attributes.pop("target_gene_effects_", None)
     effect = attributes.pop("target_gene_effect_", None)
-    if effects is not None and "target_gene_fold_changes_" not in attributes:
-        attributes["target_gene_fold_changes_"] = {g: math.exp(e) for g, e in effects.items()}
-        attributes["target_gene_fold_change_"] = None if effect is None else math.exp(effect)
+
+    def as_pair(change: float) -> list[float]:
+        return [math.exp(change), 0.0] if change < 0 else [1.0, math.expm1(change)]
+
+    if effects is not None and "target_gene_direct_effects_" not in attributes:
+        attributes["target_gene_direct_effects_"] = {g: as_pair(e) for g, e in effects.items()}
+        attributes["target_gene_direct_effect_"] = None if effect is None else as_pair(effect)
     return attributes
 
 

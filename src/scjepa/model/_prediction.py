@@ -11,7 +11,7 @@ from mudata import MuData
 from scvi import REGISTRY_KEYS
 
 from scjepa._constants import NORMALIZATION_TARGET_SUM
-from scjepa.data._direct_effect import apply_fold_change
+from scjepa.data._direct_effect import apply_direct_effect
 from scjepa.data._features import log_normalize
 from scjepa.data._multimodal import as_rna_protein_mudata, rna_of
 from scjepa.data._perturbations import parse_perturbation
@@ -143,10 +143,11 @@ class PredictionMixin:
             arithmetic (scGen, Lotfollahi et al., Nature Methods 2019). ``"sample"``: counts drawn
             from the decoder's negative binomial at the source cell's library size, also stored
             in ``layers["counts"]``. ``"mean"``: ``log1p`` of the decoder's expected normalised
-            expression. In every mode a perturbation's measured target genes are scaled in
-            each cell by the fold change measured for them in training
-            (``model.target_gene_fold_changes_``), or for genes never perturbed alone by the
-            median of those (``model.target_gene_fold_change_``).
+            expression. In every mode a perturbation's measured target genes change in each
+            cell by the direct effect measured for them in training, a fold change for lowered
+            and added transcripts for raised targets (``model.target_gene_direct_effects_``), or
+            for genes never perturbed alone by the typical one
+            (``model.target_gene_direct_effect_``).
         seed
             Seed of the sampling, so predictions are reproducible.
 
@@ -338,7 +339,7 @@ class PredictionMixin:
         targets: list,
         expression: str,
         seed: int,
-        target_columns: list[list[tuple[int, float]]] | None = None,
+        target_columns: list[list[tuple[int, list[float]]]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Embeddings, expression and (``"sample"``) counts of source cells moved by predictors.
 
@@ -383,8 +384,8 @@ class PredictionMixin:
                 else:
                     values_p = log_mean
                 base = observed if expression == "shift" else values_p
-                for column, fold_change in columns:
-                    values_p[:, column] = apply_fold_change(base[:, column], fold_change)
+                for column, effect in columns:
+                    values_p[:, column] = apply_direct_effect(base[:, column], effect)
                 rows_x.append(np.maximum(values_p, 0.0))
             embeddings.append(np.stack(rows_z, axis=1))
             values.append(np.stack(rows_x, axis=1))
@@ -410,13 +411,13 @@ class PredictionMixin:
         scale = self.module.decode(z, batch_index)
         return z.cpu().numpy(), torch.log1p(scale * NORMALIZATION_TARGET_SUM).cpu().numpy()
 
-    def _target_gene_columns(self, names: list[str]) -> list[list[tuple[int, float]]]:
-        """Columns of the measured genes each perturbation targets, with their fold changes.
+    def _target_gene_columns(self, names: list[str]) -> list[list[tuple[int, list[float]]]]:
+        """Columns of the measured genes each perturbation targets, with their direct effects.
 
-        A target measured perturbed alone in training keeps its own fold change; any other gets
-        the median over targets (``target_gene_fold_change_``).
+        A target measured perturbed alone in training keeps its own effect; any other gets the
+        typical one (``target_gene_direct_effect_``).
         """
-        if self.target_gene_fold_change_ is None:
+        if self.target_gene_direct_effect_ is None:
             return [[] for _ in names]
         position = {name: i for i, name in enumerate(self._training_var_names)}
         members = [
@@ -427,7 +428,10 @@ class PredictionMixin:
         ]
         return [
             [
-                (position[m], self.target_gene_fold_changes_.get(m, self.target_gene_fold_change_))
+                (
+                    position[m],
+                    self.target_gene_direct_effects_.get(m, self.target_gene_direct_effect_),
+                )
                 for m in group
                 if m in position
             ]
