@@ -11,9 +11,9 @@ cells/s, peak resident memory and the BioJEPA/scVI ratio per setting.
 
 Two BioJEPA configurations run: the default architecture, and a compact one for embedding large
 data sets (two 128-wide hidden layers after the gene layer, a 16-dimensional embedding, a smaller
-predictor, 60% of detected genes masked). Both train without
-an expression decoder (nothing in an embedding-only model needs one) and with the short-schedule
-settings in ``_configurations.SHORT_SCHEDULE``. scVI runs with its defaults.
+predictor, 60% of detected genes masked). Both train without an expression decoder (nothing in
+an embedding-only model needs one) and with the short-schedule settings in
+``_configurations.SHORT_SCHEDULE``. scVI runs with its defaults.
 
 Usage: python benchmarks/speed.py [--cells 50000] [--genes 2000 20000] [--epochs 3]
 """

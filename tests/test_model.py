@@ -6,6 +6,7 @@ import torch
 from tests.conftest import controls_of, small_perturbseq
 
 import scjepa
+from scjepa.data._direct_effect import apply_direct_effect
 
 DIAGNOSTICS = [
     "masked_prediction_loss_train",
@@ -79,6 +80,12 @@ def test_unseen_combination_and_unseen_gene(trained):
     observed = pred[pred.obs.perturbation == never_perturbed].X[:, gene].mean()
     reference = model.predict_perturbation(singles[0], adata=controls, expression="mean")
     assert observed < reference.X[:, gene].mean()
+    # with "shift" the target column is each source cell's own expression under that effect
+    shifted = model.predict_perturbation(never_perturbed, adata=controls)
+    own = scjepa.data.log_normalize(controls.layers["counts"]).toarray()[:, gene]
+    np.testing.assert_allclose(
+        shifted.X[:, gene], apply_direct_effect(own, model.target_gene_direct_effect_), atol=1e-5
+    )
 
 
 def test_prediction_modes(trained):

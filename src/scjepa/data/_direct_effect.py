@@ -79,7 +79,7 @@ def target_gene_direct_effects(
             )
         elif change < 0 and control.max() > 0:
             effects[str(adata.var_names[g])] = _matching_effect(
-                control, change, lambda fold: [fold, 0.0]
+                control, change, lambda fold: [fold, 0.0], largest=1.0
             )
     return effects
 
@@ -90,8 +90,9 @@ def typical_direct_effect(effects: dict[str, list[float]]) -> list[float] | None
     A screen is usually interference or activation throughout; the few targets measured the
     other way are mostly noise or feedback.
     """
-    lowered = [fold for fold, added in effects.values() if added == 0 and fold < 1]
-    raised = [added for fold, added in effects.values() if not (added == 0 and fold < 1)]
+    # lowered targets keep a fraction (fold < 1), raised ones keep all (fold 1) and gain more
+    lowered = [fold for fold, _ in effects.values() if fold < 1]
+    raised = [added for fold, added in effects.values() if fold >= 1]
     if not lowered and not raised:
         return None
     if len(lowered) >= len(raised):
