@@ -20,6 +20,7 @@ from scjepa.data._prediction import (
     prediction_anndata,
     time_prediction_anndata,
 )
+from scjepa.model._consensus import interpolation_weights, two_sided_partners
 from scjepa.module._normalize import library_size, to_dense
 
 EXPRESSION_MODES = ("shift", "sample", "mean")
@@ -230,6 +231,7 @@ class PredictionMixin:
         batch_size: int | None = None,
         key_added: str | None = None,
         expression: str = "shift",
+        consensus: bool = True,
         seed: int = 0,
     ) -> AnnData:
         """Predict the state of cells at another time.
@@ -263,14 +265,26 @@ class PredictionMixin:
             How ``X`` is made, as in :meth:`predict_perturbation`: ``"shift"`` (default; the
             source cell's expression plus the decoded change over ``Δt``), ``"sample"`` or
             ``"mean"``.
+        consensus
+            When the source cells come from one time point before ``target_time`` and one
+            after it, pair each cell moved forwards with a partner moved backwards (and vice
+            versa), drawn from an entropic optimal-transport coupling of the two predicted
+            populations in embedding space, and average each pair (expression and
+            embeddings), the side closer in time weighing more. The two one-sided predictions
+            estimate the same population; this displacement interpolation between them (a
+            Wasserstein barycenter, Agueh & Carlier 2011) pools them as OT interpolation pools
+            the two observed neighbours, and like it halves each cell's measurement noise.
+            Ignored for any other arrangement of source times; ``False`` keeps every cell's
+            own prediction.
         seed
-            Seed of the sampling, so predictions are reproducible.
+            Seed of the sampling and of the partners drawn, so predictions are reproducible.
 
         Returns
         -------
         AnnData with one row per source cell: the source cells' ``obs`` with the time column
-        set to ``target_time``, ``obs["source_time"]`` and ``obs["source_cell"]``; predicted
-        embeddings in ``obsm["X_biojepa"]``; ``uns["scjepa"]`` says what ``X`` holds.
+        set to ``target_time``, ``obs["source_time"]``, ``obs["source_cell"]`` and, where pairs
+        were averaged, ``obs["partner_cell"]``; predicted embeddings in ``obsm["X_biojepa"]``;
+        ``uns["scjepa"]`` says what ``X`` holds.
         """
         self._check_if_trained(warn=True)
         if self.module.time_encoder is None:
@@ -317,9 +331,16 @@ class PredictionMixin:
             expression=expression,
             seed=seed,
         )
+        partners = None
+        if consensus:
+            partners = two_sided_partners(z_all, times, float(target_time), seed)
+        if partners is not None:
+            weight = interpolation_weights(times, float(target_time))[:, None]
+            x_all = weight * x_all + (1 - weight) * x_all[partners]
+            z_all = weight * z_all + (1 - weight) * z_all[partners]
         if key_added is not None:
             self._write_predicted_embeddings(adata, source_index, [key_added], z_all, key_added)
-        return time_prediction_anndata(
+        prediction = time_prediction_anndata(
             adata,
             source_index,
             float(target_time),
@@ -328,7 +349,11 @@ class PredictionMixin:
             source_times=times,
             embeddings=z_all,
             expression=expression,
+            consensus=partners is not None,
         )
+        if partners is not None:
+            prediction.obs["partner_cell"] = prediction.obs["source_cell"].to_numpy()[partners]
+        return prediction
 
     def _predict_cells(
         self,

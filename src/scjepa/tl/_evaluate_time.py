@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scjepa.metrics._distribution import energy_distance
+from scjepa.metrics._distribution import energy_distance, subsample
 from scjepa.metrics._expression import log_normalized_matrix
 from scjepa.metrics._fate import label_classifier, label_proportions, proportion_error
 from scjepa.metrics._transport import wasserstein_distance
@@ -46,7 +46,9 @@ def evaluate_time(
       ``label_transfer_accuracy`` against the observed cells' own annotation.
 
     The row ``observed_halves`` scores one random half of the observed cells against the other:
-    the noise floor, the score a perfect predictor would get from sampling alone.
+    the noise floor, the score a perfect predictor would get from sampling alone. Both distances
+    shrink as the populations grow, so predictions are scored at the same size: a seeded
+    subsample as large as a half, against each half of the observed cells, averaged.
 
     Parameters
     ----------
@@ -95,32 +97,48 @@ def evaluate_time(
     real_labels = labels_of(real_pcs) if labels_key else None
     categories = sorted(set(reference.obs[labels_key].astype(str))) if labels_key else []
 
-    def scores(pcs: np.ndarray, against: np.ndarray, labels_against) -> dict:
-        row = {
-            "wasserstein": wasserstein_distance(pcs, against, max_cells, seed),
-            "energy_distance": energy_distance(pcs, against, seed),
-        }
-        if labels_key:
-            labels = labels_of(pcs)
-            row["fate_error"] = proportion_error(labels, labels_against)
-            row.update(_fractions(labels, categories))
-        return row
+    # The noise floor compares two halves of the observed cells, and both distances shrink as
+    # populations grow, so every method is scored the same way: a subsample the size of a half
+    # against each half in turn (the mean of the two), never against all observed cells.
+    first, second = np.array_split(np.random.default_rng(seed).permutation(real.n_obs), 2)
 
-    rows = {
-        method: scores(pca.transform(dense(prediction.X)), real_pcs, real_labels)
-        for method, prediction in predictions.items()
-    }
+    def distances(pcs: np.ndarray, halves: list[np.ndarray]) -> dict:
+        rng = np.random.default_rng(seed)
+        scored = []
+        for half in halves:
+            drawn = subsample(pcs, rng, len(half))
+            scored.append(
+                (
+                    wasserstein_distance(drawn, real_pcs[half], max_cells, seed),
+                    energy_distance(drawn, real_pcs[half], seed),
+                )
+            )
+        wasserstein, energy = np.mean(scored, axis=0)
+        return {"wasserstein": float(wasserstein), "energy_distance": float(energy)}
+
+    def fate_scores(pcs: np.ndarray, labels_against: np.ndarray) -> dict:
+        if not labels_key:
+            return {}
+        labels = labels_of(pcs)
+        return {
+            "fate_error": proportion_error(labels, labels_against),
+            **_fractions(labels, categories),
+        }
+
+    rows = {}
+    for method, prediction in predictions.items():
+        pcs = pca.transform(dense(prediction.X))
+        rows[method] = {**distances(pcs, [first, second]), **fate_scores(pcs, real_labels)}
     if labels_key:
         observed = _fractions(real_labels, categories)
         if labels_key in real.obs:
             truth = real.obs[labels_key].astype(str).to_numpy()
             observed["label_transfer_accuracy"] = float(np.mean(truth == real_labels))
         rows["observed"] = observed
-    half = np.random.default_rng(seed).permutation(real.n_obs)
-    first, second = half[: real.n_obs // 2], half[real.n_obs // 2 :]
-    rows[NOISE_FLOOR] = scores(
-        real_pcs[first], real_pcs[second], None if real_labels is None else real_labels[second]
-    )
+    rows[NOISE_FLOOR] = {
+        **distances(real_pcs[first], [second]),
+        **fate_scores(real_pcs[first], None if real_labels is None else real_labels[second]),
+    }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

@@ -1,0 +1,87 @@
+"""Pooling predictions of one time point made from the time points on either side of it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scjepa.metrics._transport import sinkhorn_coupling
+
+MAX_COUPLED_CELLS = 3000
+"""Most cells on either side of one coupling, which holds a dense cells x cells matrix."""
+
+
+def two_sided_partners(
+    embeddings: np.ndarray,
+    source_times: np.ndarray,
+    target_time: float,
+    seed: int = 0,
+    epsilon: float = 0.05,
+) -> np.ndarray | None:
+    """A partner from the other side for every cell predicted at ``target_time``.
+
+    Applies when the source cells were sampled at exactly two times, one before
+    ``target_time`` and one after. The predicted embeddings of the two sides are coupled by
+    entropic optimal transport (:func:`~scjepa.metrics.sinkhorn_coupling`) and each cell's
+    partner is drawn from its row of the coupling. Sides above ``MAX_COUPLED_CELLS`` cells are
+    coupled in chunks against one seeded subsample of the other side.
+
+    Parameters
+    ----------
+    embeddings
+        ``(cells, dimensions)`` predicted embeddings at ``target_time``.
+    source_times
+        Sampling time of each source cell.
+    target_time
+        The predicted time.
+    seed
+        Seed of the subsampling and of the partners drawn.
+    epsilon
+        Entropic regularisation of the coupling.
+
+    Returns
+    -------
+    Position of each cell's partner, or ``None`` when the source times are not one on each side.
+    """
+    sides = np.unique(source_times)
+    if len(sides) != 2 or not sides[0] < target_time < sides[1]:
+        return None
+    rng = np.random.default_rng(seed)
+    before = np.flatnonzero(source_times == sides[0])
+    after = np.flatnonzero(source_times == sides[1])
+    partners = np.empty(len(source_times), dtype=int)
+    partners[before] = _draw_partners(embeddings, before, after, rng, epsilon)
+    partners[after] = _draw_partners(embeddings, after, before, rng, epsilon)
+    return partners
+
+
+def interpolation_weights(source_times: np.ndarray, target_time: float) -> np.ndarray:
+    """Weight of each cell's own prediction when averaged with its partner's.
+
+    Displacement interpolation's: the side ``d`` away from ``target_time`` in an interval of
+    length ``L`` between the two source times weighs ``1 − d / L``, so the closer side counts more.
+    """
+    sides = np.unique(source_times)
+    span = sides[-1] - sides[0]
+    return 1.0 - np.abs(np.asarray(source_times, dtype=float) - target_time) / span
+
+
+def _draw_partners(
+    embeddings: np.ndarray,
+    rows: np.ndarray,
+    candidates: np.ndarray,
+    rng: np.random.Generator,
+    epsilon: float,
+) -> np.ndarray:
+    if len(candidates) > MAX_COUPLED_CELLS:
+        candidates = np.sort(rng.choice(candidates, MAX_COUPLED_CELLS, replace=False))
+    drawn = np.empty(len(rows), dtype=int)
+    order = rng.permutation(len(rows))
+    for chunk in np.array_split(order, -(-len(rows) // MAX_COUPLED_CELLS)):
+        coupling = sinkhorn_coupling(
+            embeddings[rows[chunk]], embeddings[candidates], epsilon=epsilon
+        )
+        cumulative = np.cumsum(coupling, axis=1)
+        threshold = rng.random(len(chunk))[:, None] * cumulative[:, -1:]
+        column = np.minimum((cumulative < threshold).sum(axis=1), len(candidates) - 1)
+        drawn[chunk] = candidates[column]
+    return drawn
