@@ -121,29 +121,38 @@ def test_predict_time_interpolates_and_writes_embeddings(trained_time):
         model.predict_time(float("nan"), adata=source)
 
 
-def test_predict_time_pools_the_two_sides_of_an_interpolation(trained_time):
+def test_predict_time_pools_the_predictions_from_two_time_points(trained_time):
     model, train = trained_time
-    around = train[train.obs.time.isin([2, 4])].copy()
-    position = {name: i for i, name in enumerate(around.obs_names)}
-    for target, weight_of_day_2 in [(3.0, 0.5), (2.5, 0.75)]:
-        each = model.predict_time(target, adata=around, consensus=False)
-        pooled = model.predict_time(target, adata=around, seed=3)
-        assert list(pooled.obs.source_cell) == list(around.obs_names)
+    # interpolation from both sides, and extrapolation from the last two time points: the
+    # source closer in time weighs more
+    for days, target, weight_of_first in [
+        ((2, 4), 3.0, 0.5),
+        ((2, 4), 2.5, 0.75),
+        ((5, 6), 7.0, 1 / 3),
+    ]:
+        sources = train[train.obs.time.isin(days)].copy()
+        position = {name: i for i, name in enumerate(sources.obs_names)}
+        each = model.predict_time(target, adata=sources, consensus=False)
+        pooled = model.predict_time(target, adata=sources, seed=3)
+        assert list(pooled.obs.source_cell) == list(sources.obs_names)
         partner = pooled.obs.partner_cell.map(position).to_numpy()
-        # every partner comes from the other side of the target time
-        assert (around.obs.time.to_numpy()[partner] != around.obs.time.to_numpy()).all()
-        weight = np.where(around.obs.time == 2, weight_of_day_2, 1 - weight_of_day_2)[:, None]
-        for values, key in [(pooled.X, None), (pooled.obsm["X_biojepa"], "X_biojepa")]:
-            one_sided = each.X if key is None else each.obsm[key]
+        day = sources.obs.time.to_numpy()
+        assert (day[partner] != day).all()  # every partner comes from the other time point
+        weight = np.where(day == days[0], weight_of_first, 1 - weight_of_first)[:, None]
+        for values, one_sided in [
+            (pooled.X, each.X),
+            (pooled.obsm["X_biojepa"], each.obsm["X_biojepa"]),
+        ]:
             expected = weight * one_sided + (1 - weight) * one_sided[partner]
             np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-6)
         assert pooled.uns["scjepa"]["consensus"]
+        # the measurement noise of the two cells of a pair averages out
+        assert pooled.X.var(axis=0).sum() < each.X.var(axis=0).sum()
     # partners are drawn from the coupling: the seed fixes them
-    again = model.predict_time(3.0, adata=around, seed=3)
+    again = model.predict_time(7.0, adata=sources, seed=3)
     assert list(again.obs.partner_cell) == list(pooled.obs.partner_cell)
-    # the pooled population is tighter than the one-sided populations put together, as the
-    # measurement noise of the two cells of a pair averages out
-    assert pooled.X.var(axis=0).sum() < each.X.var(axis=0).sum()
+    # a source at the target time itself leaves nothing to pool
+    assert "partner_cell" not in model.predict_time(6.0, adata=sources).obs
 
 
 def test_predict_time_survives_save_and_load(trained_time, tmp_path):

@@ -1,4 +1,4 @@
-"""Pooling predictions of one time point made from the time points on either side of it."""
+"""Pooling the predictions of one time point made from cells of two different time points."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ MAX_COUPLED_CELLS = 3000
 """Most cells on either side of one coupling, which holds a dense cells x cells matrix."""
 
 
-def two_sided_partners(
+def pooling_partners(
     embeddings: np.ndarray,
     source_times: np.ndarray,
     target_time: float,
     seed: int = 0,
     epsilon: float = 0.05,
 ) -> np.ndarray | None:
-    """A partner from the other side for every cell predicted at ``target_time``.
+    """A partner from the other source time for every cell predicted at ``target_time``.
 
-    Applies when the source cells were sampled at exactly two times, one before
-    ``target_time`` and one after. The predicted embeddings of the two sides are coupled by
+    Applies when the source cells were sampled at exactly two times, neither of them
+    ``target_time``. The predicted embeddings of the two sides are coupled by
     entropic optimal transport (:func:`~scjepa.metrics.sinkhorn_coupling`) and each cell's
     partner is drawn from its row of the coupling. Sides above ``MAX_COUPLED_CELLS`` cells are
     coupled in chunks against one seeded subsample of the other side.
@@ -40,10 +40,10 @@ def two_sided_partners(
 
     Returns
     -------
-    Position of each cell's partner, or ``None`` when the source times are not one on each side.
+    Position of each cell's partner, or ``None`` when there are not two source times.
     """
     sides = np.unique(source_times)
-    if len(sides) != 2 or not sides[0] < target_time < sides[1]:
+    if len(sides) != 2 or np.isin(target_time, sides):
         return None
     rng = np.random.default_rng(seed)
     before = np.flatnonzero(source_times == sides[0])
@@ -54,15 +54,17 @@ def two_sided_partners(
     return partners
 
 
-def interpolation_weights(source_times: np.ndarray, target_time: float) -> np.ndarray:
+def pooling_weights(source_times: np.ndarray, target_time: float) -> np.ndarray:
     """Weight of each cell's own prediction when averaged with its partner's.
 
-    Displacement interpolation's: the side ``d`` away from ``target_time`` in an interval of
-    length ``L`` between the two source times weighs ``1 − d / L``, so the closer side counts more.
+    Inverse to the time the prediction spans, so the closer source counts more: sources ``d₁``
+    and ``d₂`` away weigh ``d₂ / (d₁ + d₂)`` and ``d₁ / (d₁ + d₂)``. Between the two source times
+    these are displacement interpolation's weights.
     """
+    source_times = np.asarray(source_times, dtype=float)
     sides = np.unique(source_times)
-    span = sides[-1] - sides[0]
-    return 1.0 - np.abs(np.asarray(source_times, dtype=float) - target_time) / span
+    inverse_distance = 1.0 / np.abs(source_times - target_time)
+    return inverse_distance / (1.0 / np.abs(sides - target_time)).sum()
 
 
 def _draw_partners(

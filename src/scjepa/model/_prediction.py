@@ -20,7 +20,7 @@ from scjepa.data._prediction import (
     prediction_anndata,
     time_prediction_anndata,
 )
-from scjepa.model._consensus import interpolation_weights, two_sided_partners
+from scjepa.model._consensus import pooling_partners, pooling_weights
 from scjepa.module._normalize import library_size, to_dense
 
 EXPRESSION_MODES = ("shift", "sample", "mean")
@@ -266,16 +266,15 @@ class PredictionMixin:
             source cell's expression plus the decoded change over ``Δt``), ``"sample"`` or
             ``"mean"``.
         consensus
-            When the source cells come from one time point before ``target_time`` and one
-            after it, pair each cell moved forwards with a partner moved backwards (and vice
-            versa), drawn from an entropic optimal-transport coupling of the two predicted
-            populations in embedding space, and average each pair (expression and
-            embeddings), the side closer in time weighing more. The two one-sided predictions
-            estimate the same population; this displacement interpolation between them (a
-            Wasserstein barycenter, Agueh & Carlier 2011) pools them as OT interpolation pools
-            the two observed neighbours, and like it halves each cell's measurement noise.
-            Ignored for any other arrangement of source times; ``False`` keeps every cell's
-            own prediction.
+            When the source cells come from exactly two time points (around ``target_time``
+            when interpolating, the last two when extrapolating), pool the two predictions:
+            each cell is paired with a partner from the other time point, drawn from an
+            entropic optimal-transport coupling of the two predicted populations in embedding
+            space, and each pair is averaged (expression and embeddings), the source closer in
+            time weighing more. Both predictions estimate the same population; this
+            displacement interpolation between them (a Wasserstein barycenter, Agueh & Carlier
+            2011) pools them as OT interpolation pools two observed time points, and like it
+            halves each cell's measurement noise. ``False`` keeps every cell's own prediction.
         seed
             Seed of the sampling and of the partners drawn, so predictions are reproducible.
 
@@ -333,9 +332,9 @@ class PredictionMixin:
         )
         partners = None
         if consensus:
-            partners = two_sided_partners(z_all, times, float(target_time), seed)
+            partners = pooling_partners(z_all, times, float(target_time), seed)
         if partners is not None:
-            weight = interpolation_weights(times, float(target_time))[:, None]
+            weight = pooling_weights(times, float(target_time))[:, None]
             x_all = weight * x_all + (1 - weight) * x_all[partners]
             z_all = weight * z_all + (1 - weight) * z_all[partners]
         if key_added is not None:
