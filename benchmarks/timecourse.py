@@ -2,9 +2,10 @@
 
 For each seed, generate :func:`scjepa.datasets.timecourse_demo`; for each interior time point
 (interpolation) and the last one (extrapolation), hold its cells out, train BioJEPA on the other
-time points, predict the held-out time with ``predict_time`` from the cells of the neighbouring
-training time points (both neighbours, as OT interpolation uses; the last one when
-extrapolating), fit the baselines on the same cells, and score with
+time points, predict the held-out time with ``predict_time`` from the cells of the two training
+time points OT interpolation couples (the two neighbours; the last two when extrapolating), whose
+predictions ``predict_time`` pools; for reference also without pooling and from one time point
+(the earlier neighbour; the last time point). Fit the baselines on the same cells, and score with
 :func:`scjepa.tl.evaluate_time` (Wasserstein-1 and energy distance in a PCA of the training
 cells, fate proportions by label transfer, and the noise floor of two halves of the real cells).
 Prints one table (held-out time x method, mean ± sd over seeds), a bar check, and writes both
@@ -37,10 +38,12 @@ def run_one(seed: int, held_out: float, epochs: int, model_kwargs: dict) -> pd.D
     train = adata[adata.obs.time != held_out].copy()
     real = adata[adata.obs.time == held_out].copy()
     times = np.unique(train.obs.time)
-    neighbours = [times[times < held_out].max()]
     kind = "extrapolation" if held_out > times.max() else "interpolation"
+    # the two time points OT interpolation also couples: the neighbours, or the last two
     if kind == "interpolation":
-        neighbours.append(times[times > held_out].min())
+        neighbours = [times[times < held_out].max(), times[times > held_out].min()]
+    else:
+        neighbours = list(times[-2:])
 
     scjepa.BioJEPA.setup_anndata(train, layer="counts", time_key="time", batch_key="batch")
     model = scjepa.BioJEPA(train, **model_kwargs)
@@ -48,8 +51,12 @@ def run_one(seed: int, held_out: float, epochs: int, model_kwargs: dict) -> pd.D
     model.train(max_epochs=epochs, enable_progress_bar=False)
     train_seconds = time.time() - start
     source = train[train.obs.time.isin(neighbours)].copy()
+    single = train[train.obs.time == neighbours[0 if kind == "interpolation" else -1]].copy()
     predictions = {
         "BioJEPA": model.predict_time(held_out, adata=source),
+        # without pooling, and from one time point only (the earlier neighbour, or the last)
+        "BioJEPA unpooled": model.predict_time(held_out, adata=source, consensus=False),
+        "BioJEPA one time point": model.predict_time(held_out, adata=single),
         "nearest_time": scjepa.baselines.NearestTimeBaseline().fit(train).predict_time(held_out),
         "ot_interpolation": scjepa.baselines.OTInterpolationBaseline()
         .fit(train, seed=seed)
