@@ -294,3 +294,32 @@ def test_perturbation_and_time_objectives_train_together():
     assert (pred.obs.hours == 24.0).all()
     single = next(p for p in adata.obs.perturbation.unique() if p != "control")
     assert model.predict_perturbation(single).n_obs > 0
+
+
+@pytest.mark.parametrize("max_coupled", [3000, 12])
+def test_pooling_partners_pair_like_with_like(monkeypatch, max_coupled):
+    from scjepa.model import _consensus
+
+    monkeypatch.setattr(_consensus, "MAX_COUPLED_CELLS", max_coupled)
+    rng = np.random.default_rng(0)
+    # two states, far apart, predicted from day 1 (30 cells) and from day 3 (20 cells)
+    state = np.r_[np.repeat([0, 1], 15), np.repeat([0, 1], 10)]
+    embeddings = rng.normal(size=(50, 4)) * 0.1 + 10.0 * state[:, None]
+    times = np.r_[np.full(30, 1.0), np.full(20, 3.0)]
+    partners = _consensus.pooling_partners(embeddings, times, 2.0, seed=0)
+    assert (times[partners] != times).all()
+    if max_coupled > 50:
+        assert (state[partners] == state).all()
+    else:
+        # subsamples of 12 of each side are coupled, and their proportions of the two states
+        # differ by chance; cells outside them draw like their nearest subsampled cell
+        assert (state[partners] == state).mean() >= 0.8
+    # the closer source weighs more, between or beyond the two source times
+    np.testing.assert_allclose(_consensus.pooling_weights(times, 2.0), 0.5)
+    weights = _consensus.pooling_weights(times, 2.5)
+    np.testing.assert_allclose(weights[[0, -1]], [0.25, 0.75])
+    np.testing.assert_allclose(
+        _consensus.pooling_weights(times, 5.0)[[0, -1]], [0.333333, 0.666667], rtol=1e-5
+    )
+    assert _consensus.pooling_partners(embeddings, times, 3.0) is None
+    assert _consensus.pooling_partners(embeddings, np.full(50, 1.0), 2.0) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.neighbors import NearestNeighbors
 
 from scjepa.metrics._transport import sinkhorn_coupling
 
@@ -22,8 +23,9 @@ def pooling_partners(
     Applies when the source cells were sampled at exactly two times, neither of them
     ``target_time``. The predicted embeddings of the two sides are coupled by
     entropic optimal transport (:func:`~scjepa.metrics.sinkhorn_coupling`) and each cell's
-    partner is drawn from its row of the coupling. Sides above ``MAX_COUPLED_CELLS`` cells are
-    coupled in chunks against one seeded subsample of the other side.
+    partner is drawn from its row of the coupling. Above ``MAX_COUPLED_CELLS`` cells per side,
+    seeded subsamples are coupled and every other cell draws from the row of its nearest
+    subsampled cell.
 
     Parameters
     ----------
@@ -74,16 +76,25 @@ def _draw_partners(
     rng: np.random.Generator,
     epsilon: float,
 ) -> np.ndarray:
-    if len(candidates) > MAX_COUPLED_CELLS:
-        candidates = np.sort(rng.choice(candidates, MAX_COUPLED_CELLS, replace=False))
+    coupled_rows = _at_most(rows, rng)
+    candidates = _at_most(candidates, rng)
+    coupling = sinkhorn_coupling(embeddings[coupled_rows], embeddings[candidates], epsilon=epsilon)
+    cumulative = np.cumsum(coupling, axis=1)
+    # a cell left out of the coupling draws from the row of its nearest coupled cell
+    nearest = np.arange(len(rows))
+    if len(coupled_rows) < len(rows):
+        index = NearestNeighbors(n_neighbors=1).fit(embeddings[coupled_rows])
+        nearest = index.kneighbors(embeddings[rows], return_distance=False)[:, 0]
     drawn = np.empty(len(rows), dtype=int)
-    order = rng.permutation(len(rows))
-    for chunk in np.array_split(order, -(-len(rows) // MAX_COUPLED_CELLS)):
-        coupling = sinkhorn_coupling(
-            embeddings[rows[chunk]], embeddings[candidates], epsilon=epsilon
-        )
-        cumulative = np.cumsum(coupling, axis=1)
-        threshold = rng.random(len(chunk))[:, None] * cumulative[:, -1:]
-        column = np.minimum((cumulative < threshold).sum(axis=1), len(candidates) - 1)
+    for chunk in np.array_split(np.arange(len(rows)), -(-len(rows) // MAX_COUPLED_CELLS)):
+        row_cumulative = cumulative[nearest[chunk]]
+        threshold = rng.random(len(chunk))[:, None] * row_cumulative[:, -1:]
+        column = np.minimum((row_cumulative < threshold).sum(axis=1), len(candidates) - 1)
         drawn[chunk] = candidates[column]
     return drawn
+
+
+def _at_most(cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if len(cells) <= MAX_COUPLED_CELLS:
+        return cells
+    return np.sort(rng.choice(cells, MAX_COUPLED_CELLS, replace=False))
