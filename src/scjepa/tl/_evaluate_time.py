@@ -97,9 +97,8 @@ def evaluate_time(
     real_labels = labels_of(real_pcs) if labels_key else None
     categories = sorted(set(reference.obs[labels_key].astype(str))) if labels_key else []
 
-    # The noise floor compares two halves of the observed cells, and both distances shrink as
-    # populations grow, so every method is scored the same way: a subsample the size of a half
-    # against each half in turn (the mean of the two), never against all observed cells.
+    # scored against halves, never all observed cells, so that predictions and the noise floor
+    # compare populations of the same sizes
     first, second = np.array_split(np.random.default_rng(seed).permutation(real.n_obs), 2)
 
     def distances(pcs: np.ndarray, halves: list[np.ndarray]) -> dict:
