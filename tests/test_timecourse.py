@@ -213,6 +213,11 @@ def test_transport_and_fate_metrics(rng):
     reference = np.concatenate([rng.normal(-5, 1, (40, 2)), rng.normal(5, 1, (40, 2))])
     query = np.array([[-5.0, -5.0], [5.0, 5.0], [4.0, 6.0]])
     assert list(scjepa.metrics.transfer_labels(reference, labels, query)) == ["A", "B", "B"]
+    # between the two annotated groups, nearer to B: the linear boundary says B as well
+    between = np.array([[1.0, 1.0]])
+    assert scjepa.metrics.transfer_labels(reference, labels, between, method="logistic") == ["B"]
+    with pytest.raises(ValueError, match="Unknown label transfer method 'svm'"):
+        scjepa.metrics.transfer_labels(reference, labels, query, method="svm")
     assert scjepa.metrics.proportion_error(["A", "B", "B", "B"], ["A", "A", "B", "B"]) == 0.25
     with pytest.raises(ValueError, match="one entry per reference"):
         scjepa.metrics.transfer_labels(reference, labels[:5], query)
@@ -227,7 +232,7 @@ def test_evaluate_time_ranks_real_cells_above_stale_ones():
     scores = scjepa.tl.evaluate_time(
         {"perfect": perfect, "stale": stale}, real, train, labels_key="fate", n_pcs=10
     )
-    assert {"perfect", "stale", "observed", "observed_halves"} <= set(scores.index)
+    assert {"perfect", "stale", "observed", "annotated", "observed_halves"} <= set(scores.index)
     # the observed cells themselves, scored at the size of the halves, are no farther than the
     # noise floor (each half shares cells with them)
     floor = scores.loc["observed_halves"]
@@ -236,11 +241,23 @@ def test_evaluate_time_ranks_real_cells_above_stale_ones():
     assert scores.loc["perfect", "energy_distance"] <= floor["energy_distance"]
     assert scores.loc["perfect", "wasserstein"] <= floor["wasserstein"]
     assert scores.loc["perfect", "fate_error"] == 0.0
+    # against the annotation, a perfect prediction is off by the classifier's own errors only
+    accuracy = scores.loc["observed", "label_transfer_accuracy"]
+    assert scores.loc["perfect", "fate_error_annotated"] <= 1 - accuracy + 1e-9
+    annotated = scores.loc["annotated", [c for c in scores.columns if c.startswith("fraction_")]]
+    expected = real.obs["fate"].value_counts(normalize=True)
+    for fate, fraction in expected.items():
+        assert annotated[f"fraction_{fate}"] == pytest.approx(fraction)
     assert scores.loc["stale", "wasserstein"] > scores.loc["perfect", "wasserstein"]
     assert scores.loc["stale", "energy_distance"] > scores.loc["observed_halves", "energy_distance"]
     fractions = scores.loc["observed", [c for c in scores.columns if c.startswith("fraction_")]]
     assert fractions.sum() == pytest.approx(1.0)
     assert scores.loc["observed", "label_transfer_accuracy"] > 0.8
+    by_vote = scjepa.tl.evaluate_time(
+        {"perfect": perfect}, real, train, labels_key="fate", n_pcs=10, label_method="knn"
+    )
+    assert by_vote.loc["perfect", "fate_error"] == 0.0
+    assert by_vote.loc["observed", "label_transfer_accuracy"] > 0.5
 
 
 def test_time_plots():
@@ -264,7 +281,7 @@ def test_time_plots():
     assert len(axes[0].collections) == 3  # training cells, observed, predicted
     scores = scjepa.tl.evaluate_time(predictions, real, train, labels_key="fate", n_pcs=10)
     ax = scjepa.pl.fate_proportions(scores)
-    assert len(ax.patches) == 3 * 3  # observed + two methods, three fates
+    assert len(ax.patches) == 4 * 3  # annotated, observed and two methods; three fates
     with pytest.raises(KeyError, match="labels_key"):
         scjepa.pl.fate_proportions(scores.drop(columns=[c for c in scores if "fraction" in c]))
 

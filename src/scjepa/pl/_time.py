@@ -88,7 +88,7 @@ def time_populations(
 
 
 def fate_proportions(scores: pd.DataFrame, ax: Axes | None = None) -> Axes:
-    """Stacked bars of fate fractions per method, observed cells first.
+    """Stacked bars of fate fractions per method, observed cells (and their annotation) first.
 
     Parameters
     ----------
@@ -105,7 +105,8 @@ def fate_proportions(scores: pd.DataFrame, ax: Axes | None = None) -> Axes:
     columns = [c for c in scores.columns if str(c).startswith("fraction_")]
     if not columns:
         raise KeyError("`scores` has no fraction columns; evaluate with `labels_key=`.")
-    rows = ["observed", *[r for r in scores.index if r not in ("observed", "observed_halves")]]
+    first = [r for r in ("annotated", "observed") if r in scores.index]
+    rows = [*first, *[r for r in scores.index if r not in (*first, "observed_halves")]]
     table = scores.loc[rows, columns].fillna(0.0)
     if ax is None:
         _, ax = plt.subplots(figsize=(1.2 + 1.0 * len(rows), 3.4))

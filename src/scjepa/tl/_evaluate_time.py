@@ -26,6 +26,7 @@ def evaluate_time(
     labels_key: str | None = None,
     layer: str | None = "counts",
     n_pcs: int = 30,
+    label_method: str = "logistic",
     n_neighbors: int = 15,
     max_cells: int = 2000,
     seed: int = 0,
@@ -38,12 +39,15 @@ def evaluate_time(
 
     * ``wasserstein``: Wasserstein-1 distance (:func:`scjepa.metrics.wasserstein_distance`);
     * ``energy_distance``: :func:`scjepa.metrics.energy_distance`;
-    * with ``labels_key``: each cell gets the label (fate, cell type) of its nearest annotated
-      training cells in the PCA; ``fate_error`` is the largest difference in label fractions
-      between predicted and observed cells (:func:`scjepa.metrics.proportion_error`), and
-      ``fraction_<label>`` columns give the fractions. Observed cells are labelled by the same
-      classifier, so its errors cancel; the ``observed`` row also gives
-      ``label_transfer_accuracy`` against the observed cells' own annotation.
+    * with ``labels_key``: each cell gets a label (fate, cell type) from a classifier of the
+      annotated training cells in the PCA (:func:`scjepa.metrics.label_classifier`);
+      ``fate_error`` is the largest difference in label fractions between predicted and
+      observed cells (:func:`scjepa.metrics.proportion_error`), and ``fraction_<label>``
+      columns give the fractions. Observed cells are labelled by the same classifier, so the
+      errors it makes on both alike cancel. When ``real`` carries the annotation too,
+      ``fate_error_annotated`` compares with the observed cells' own labels instead (the truth,
+      in generated data), and the ``observed`` row gives ``label_transfer_accuracy``;
+      ``annotated`` holds the annotated fractions.
 
     The row ``observed_halves`` scores one random half of the observed cells against the other:
     the noise floor, the score a perfect predictor would get from sampling alone. Both distances
@@ -64,8 +68,11 @@ def evaluate_time(
         Counts layer of ``real`` and ``reference``; ``None`` takes their ``X`` as log-normalised.
     n_pcs
         Dimension of the shared PCA.
+    label_method
+        Classifier of the label transfer: ``"logistic"`` (the default: its linear boundaries
+        extend to the states between sampled time points) or ``"knn"``.
     n_neighbors
-        Neighbours voting in the label transfer.
+        Neighbours voting in the label transfer (``label_method="knn"``).
     max_cells
         Most cells per population in the distances (seeded subsample).
     seed
@@ -73,8 +80,8 @@ def evaluate_time(
 
     Returns
     -------
-    DataFrame with one row per method plus ``observed`` (fractions only) and
-    ``observed_halves``, and one column per score.
+    DataFrame with one row per method plus ``observed`` (fractions only), ``annotated`` (with
+    annotated ``real`` cells) and ``observed_halves``, and one column per score.
     """
     predictions = as_prediction_mapping(predicted)
     for method, prediction in predictions.items():
@@ -89,12 +96,17 @@ def evaluate_time(
     classifier = None
     if labels_key:
         reference_pcs = pca.transform(dense(reference_matrix))
-        classifier = label_classifier(reference_pcs, reference.obs[labels_key], n_neighbors)
+        classifier = label_classifier(
+            reference_pcs, reference.obs[labels_key], n_neighbors, label_method
+        )
 
     def labels_of(pcs: np.ndarray) -> np.ndarray:
         return classifier.predict(pcs)
 
     real_labels = labels_of(real_pcs) if labels_key else None
+    annotation = None
+    if labels_key and labels_key in real.obs:
+        annotation = real.obs[labels_key].astype(str).to_numpy()
     categories = sorted(set(reference.obs[labels_key].astype(str))) if labels_key else []
 
     # scored against halves, never all observed cells, so that predictions and the noise floor
@@ -115,28 +127,29 @@ def evaluate_time(
         wasserstein, energy = np.mean(scored, axis=0)
         return {"wasserstein": float(wasserstein), "energy_distance": float(energy)}
 
-    def fate_scores(pcs: np.ndarray, labels_against: np.ndarray) -> dict:
+    def fate_scores(pcs: np.ndarray, against: np.ndarray) -> dict:
+        """Fate error against the classified observed cells ``against`` and their annotation."""
         if not labels_key:
             return {}
         labels = labels_of(pcs)
-        return {
-            "fate_error": proportion_error(labels, labels_against),
-            **_fractions(labels, categories),
-        }
+        scores = {"fate_error": proportion_error(labels, real_labels[against])}
+        if annotation is not None:
+            scores["fate_error_annotated"] = proportion_error(labels, annotation[against])
+        return {**scores, **_fractions(labels, categories)}
 
+    every_cell = np.arange(real.n_obs)
     rows = {}
     for method, prediction in predictions.items():
         pcs = pca.transform(dense(prediction.X))
-        rows[method] = {**distances(pcs, [first, second]), **fate_scores(pcs, real_labels)}
+        rows[method] = {**distances(pcs, [first, second]), **fate_scores(pcs, every_cell)}
     if labels_key:
-        observed = _fractions(real_labels, categories)
-        if labels_key in real.obs:
-            truth = real.obs[labels_key].astype(str).to_numpy()
-            observed["label_transfer_accuracy"] = float(np.mean(truth == real_labels))
-        rows["observed"] = observed
+        rows["observed"] = _fractions(real_labels, categories)
+        if annotation is not None:
+            rows["observed"]["label_transfer_accuracy"] = float(np.mean(annotation == real_labels))
+            rows["annotated"] = _fractions(annotation, categories)
     rows[NOISE_FLOOR] = {
         **distances(real_pcs[first], [second]),
-        **fate_scores(real_pcs[first], None if real_labels is None else real_labels[second]),
+        **fate_scores(real_pcs[first], second),
     }
     return pd.DataFrame.from_dict(rows, orient="index")
 
