@@ -25,6 +25,14 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def verdict(margin: float, spread: float) -> str:
+    """ "wins" when ``margin`` (positive: the model is better) exceeds ``spread``, "matches" when
+    the model is worse by at most ``spread``, else "loses"."""
+    if margin > spread:
+        return "wins"
+    return "matches" if margin >= -spread else "loses"
+
+
 def report(
     name: str, table: pd.DataFrame, check: pd.DataFrame, scores: pd.DataFrame, out: str, header: str
 ) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scvi
 from _configurations import COMPACT, SHORT_SCHEDULE
-from _report import report
+from _report import report, verdict
 
 import scjepa
 from scjepa.metrics import feature_pearson, feature_rmse, knn_label_accuracy, log_normalized_matrix
@@ -119,11 +119,7 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
                         "baseline value": round(theirs, 3),
                         "margin": round(margin, 3),
                         "seed sd": round(spread, 3),
-                        "verdict": "wins"
-                        if margin > spread
-                        else "matches"
-                        if margin >= -spread
-                        else "loses",
+                        "verdict": verdict(margin, spread),
                     }
                 )
         ratio = means.loc["totalVI", "train_seconds"] / means.loc[ours, "train_seconds"]

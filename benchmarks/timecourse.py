@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 import scvi
-from _report import report
+from _report import report, verdict
 
 import scjepa
 
@@ -87,13 +87,6 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     return grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
 
 
-def verdict(ours: float, theirs: float, spread: float) -> str:
-    """Lower is better: "wins" by more than ``spread``, "matches" within it, else "loses"."""
-    if theirs - ours > spread:
-        return "wins"
-    return "matches" if ours - theirs <= spread else "loses"
-
-
 def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
     """BioJEPA against each baseline per held-out time, on the distances and fate errors.
 
@@ -112,9 +105,10 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
                 theirs = means[metric, baseline]
                 row[baseline] = round(theirs, 3)
                 spread = max(sds[metric, "BioJEPA"], sds[metric, baseline])
-                row[f"vs_{baseline}"] = verdict(ours, theirs, spread)
+                # lower is better
+                row[f"vs_{baseline}"] = verdict(theirs - ours, spread)
                 difference = by_seed[metric, "BioJEPA"] - by_seed[metric, baseline]
-                row[f"vs_{baseline}_paired"] = verdict(ours, theirs, difference.std())
+                row[f"vs_{baseline}_paired"] = verdict(theirs - ours, difference.std())
             row["noise_floor"] = round(means[metric, "observed_halves"], 3)
             rows.append(row)
         for metric in ["fate_error", "fate_error_annotated"]:
