@@ -98,8 +98,42 @@ def test_prediction_modes(trained):
     assert np.array_equal(counts, np.round(counts))
     again = model.predict_perturbation(name, adata=controls, expression="sample", seed=1)
     np.testing.assert_array_equal(sampled.X, again.X)
+    transported = model.predict_perturbation(name, adata=controls, expression="transport", seed=1)
+    moved = transported.layers["counts"]
+    assert np.array_equal(moved, np.round(moved)) and moved.min() >= 0
+    # X holds the moved counts log-normalised, except the targets, which get their direct effect
+    others = ~np.isin(data.var_names, name.split("+"))
+    np.testing.assert_allclose(
+        transported.X[:, others], scjepa.data.log_normalize(moved)[:, others], atol=1e-5
+    )
     with pytest.raises(ValueError, match="expression"):
         model.predict_perturbation(name, adata=controls, expression="median")
+
+
+def test_negative_binomial_transport_is_the_monotone_map_between_the_two_laws():
+    from scjepa.model._prediction import _sample_negative_binomial, _transport_negative_binomial
+
+    rng = np.random.default_rng(0)
+    theta = np.array([2.0, 8.0])
+    mean_from = np.tile([3.0, 10.0], (20000, 1))
+    counts = _sample_negative_binomial(mean_from, theta, rng)
+    # the same law: every count maps to itself
+    same = _transport_negative_binomial(counts, mean_from, mean_from, theta, rng)
+    np.testing.assert_array_equal(same, counts)
+    # a new mean: the moved counts follow NB(mean_to, θ), variance μ + μ² / θ
+    mean_to = np.tile([12.0, 0.5], (20000, 1))
+    moved = _transport_negative_binomial(counts, mean_from, mean_to, theta, rng)
+    np.testing.assert_allclose(moved.mean(axis=0), [12.0, 0.5], rtol=0.05)
+    np.testing.assert_allclose(moved.var(axis=0), [12.0 + 72.0, 0.5 + 0.25 / 8], rtol=0.1)
+    # zeros rise where the mean does, unlike a shift of log-expression clipped at zero
+    assert (moved[counts[:, 0] == 0, 0] > 0).mean() > 0.5
+    # monotone: a larger count never lands below a smaller one
+    for gene in range(2):
+        low, high = (
+            counts[:, gene] < np.median(counts[:, gene]),
+            counts[:, gene] > np.median(counts[:, gene]),
+        )
+        assert moved[low, gene].max() <= moved[high, gene].min()
 
 
 def test_prediction_errors(trained):

@@ -99,6 +99,15 @@ def test_predict_time_interpolates_and_writes_embeddings(trained_time):
     unmoved = model.predict_time(2.0, adata=source)
     observed = scjepa.metrics.log_normalized_matrix(source, "counts").toarray()
     np.testing.assert_allclose(unmoved.X, observed, rtol=1e-5, atol=1e-5)
+    # "transport" maps each count through the same distribution: the counts come back unchanged
+    transported = model.predict_time(2.0, adata=source, expression="transport", seed=5)
+    np.testing.assert_allclose(transported.X, observed, rtol=1e-5, atol=1e-5)
+    # moved, the cells change, and the seed makes it reproducible
+    moved = model.predict_time(5.0, adata=source, expression="transport", seed=5)
+    assert np.isfinite(moved.X).all() and moved.X.min() >= 0
+    assert not np.allclose(moved.X, observed)
+    again = model.predict_time(5.0, adata=source, expression="transport", seed=5)
+    np.testing.assert_array_equal(moved.X, again.X)
 
     # cells without a time column need `source_time`
     bare = source.copy()
