@@ -111,18 +111,27 @@ def test_prediction_modes(trained):
 
 
 def test_negative_binomial_transport_is_the_monotone_map_between_the_two_laws():
-    from scjepa.model._prediction import _sample_negative_binomial, _transport_negative_binomial
+    from scjepa.model._prediction import (
+        _count_quantiles,
+        _negative_binomial_quantile,
+        _sample_negative_binomial,
+    )
+
+    def transport(counts, mean_from, mean_to, theta, rng):
+        return _negative_binomial_quantile(
+            _count_quantiles(counts, mean_from, theta, rng), mean_to, theta
+        )
 
     rng = np.random.default_rng(0)
     theta = np.array([2.0, 8.0])
     mean_from = np.tile([3.0, 10.0], (20000, 1))
     counts = _sample_negative_binomial(mean_from, theta, rng)
     # the same law: every count maps to itself
-    same = _transport_negative_binomial(counts, mean_from, mean_from, theta, rng)
+    same = transport(counts, mean_from, mean_from, theta, rng)
     np.testing.assert_array_equal(same, counts)
     # a new mean: the moved counts follow NB(mean_to, θ), variance μ + μ² / θ
     mean_to = np.tile([12.0, 0.5], (20000, 1))
-    moved = _transport_negative_binomial(counts, mean_from, mean_to, theta, rng)
+    moved = transport(counts, mean_from, mean_to, theta, rng)
     np.testing.assert_allclose(moved.mean(axis=0), [12.0, 0.5], rtol=0.05)
     np.testing.assert_allclose(moved.var(axis=0), [12.0 + 72.0, 0.5 + 0.25 / 8], rtol=0.1)
     # zeros rise where the mean does, unlike a shift of log-expression clipped at zero
