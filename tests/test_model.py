@@ -111,21 +111,21 @@ def test_prediction_modes(trained):
 
 
 def test_negative_binomial_transport_is_the_monotone_map_between_the_two_laws():
-    from scjepa.model._prediction import (
-        _count_quantiles,
-        _negative_binomial_quantile,
-        _sample_negative_binomial,
+    from scjepa.model._negative_binomial import (
+        count_quantiles,
+        negative_binomial_quantile,
+        sample_negative_binomial,
     )
 
     def transport(counts, mean_from, mean_to, theta, rng):
-        return _negative_binomial_quantile(
-            _count_quantiles(counts, mean_from, theta, rng), mean_to, theta
+        return negative_binomial_quantile(
+            count_quantiles(counts, mean_from, theta, rng), mean_to, theta
         )
 
     rng = np.random.default_rng(0)
     theta = np.array([2.0, 8.0])
     mean_from = np.tile([3.0, 10.0], (20000, 1))
-    counts = _sample_negative_binomial(mean_from, theta, rng)
+    counts = sample_negative_binomial(mean_from, theta, rng)
     # the same law: every count maps to itself
     same = transport(counts, mean_from, mean_from, theta, rng)
     np.testing.assert_array_equal(same, counts)
@@ -143,6 +143,29 @@ def test_negative_binomial_transport_is_the_monotone_map_between_the_two_laws():
             counts[:, gene] > np.median(counts[:, gene]),
         )
         assert moved[low, gene].max() <= moved[high, gene].min()
+
+
+def test_negative_binomial_quantile_equals_scipy_inverse_on_skewed_and_wide_laws():
+    from scipy import stats
+
+    from scjepa.model._negative_binomial import negative_binomial_cdf, negative_binomial_quantile
+
+    rng = np.random.default_rng(3)
+    # means from 1e-4 to ~1e5 and dispersions from very skewed (θ = 0.05) to near Poisson
+    mean = np.exp(rng.normal(0.0, 3.0, size=(300, 60)))
+    theta = np.exp(rng.normal(0.0, 1.5, size=60))
+    quantile = np.clip(rng.random(mean.shape), 1e-9, 1 - 1e-9)
+    quantile[:3] = [[1e-9], [0.5], [1 - 1e-9]]
+    expected = stats.nbinom.ppf(quantile, theta, theta / (theta + mean))
+    np.testing.assert_array_equal(negative_binomial_quantile(quantile, mean, theta), expected)
+    counts = expected[:50]
+    np.testing.assert_allclose(
+        negative_binomial_cdf(counts, mean[:50], theta),
+        stats.nbinom.cdf(counts, theta, theta / (theta + mean[:50])),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    assert np.all(negative_binomial_cdf(-np.ones((2, 60)), mean[:2], theta) == 0)
 
 
 def test_prediction_errors(trained):

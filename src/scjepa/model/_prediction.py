@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from anndata import AnnData
 from mudata import MuData
-from scipy import stats
 from scvi import REGISTRY_KEYS
 
 from scjepa._constants import NORMALIZATION_TARGET_SUM
@@ -22,6 +21,11 @@ from scjepa.data._prediction import (
     time_prediction_anndata,
 )
 from scjepa.model._consensus import pooling_partners, pooling_weights
+from scjepa.model._negative_binomial import (
+    count_quantiles,
+    negative_binomial_quantile,
+    sample_negative_binomial,
+)
 from scjepa.module._normalize import library_size, to_dense
 
 EXPRESSION_MODES = ("shift", "transport", "sample", "mean")
@@ -405,7 +409,7 @@ class PredictionMixin:
                 observed = log_normalize(source_counts)
             if expression == "transport":
                 # where each count sits in its reference law: the same for every target
-                quantile = _count_quantiles(
+                quantile = count_quantiles(
                     source_counts, _expected_counts(base_log, library), theta, rng
                 )
             rows_z, rows_x, rows_c = [], [], []
@@ -415,13 +419,13 @@ class PredictionMixin:
                 )
                 rows_z.append(z)
                 if expression == "sample":
-                    sampled = _sample_negative_binomial(
+                    sampled = sample_negative_binomial(
                         _expected_counts(log_mean, library), theta, rng
                     )
                     rows_c.append(sampled)
                     values_p = log_normalize(sampled)
                 elif expression == "transport":
-                    moved = _negative_binomial_quantile(
+                    moved = negative_binomial_quantile(
                         quantile, _expected_counts(log_mean, library), theta
                     )
                     rows_c.append(moved)
@@ -519,36 +523,3 @@ def _library(x: torch.Tensor) -> np.ndarray:
 def _expected_counts(log_mean: np.ndarray, library: np.ndarray) -> np.ndarray:
     """Expected counts at each cell's library size from ``log1p`` of normalised expression."""
     return np.expm1(log_mean) / NORMALIZATION_TARGET_SUM * library
-
-
-def _count_quantiles(
-    counts: np.ndarray, mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Randomised quantiles of ``counts`` under ``NB(mean, θ)``.
-
-    A count ``c`` gets a uniform quantile between ``F(c - 1)`` and ``F(c)`` (randomised, as
-    counts are discrete). Read back by :func:`_negative_binomial_quantile` under another mean,
-    this is per gene the monotone map, i.e. the optimal transport, between the two
-    distributions, so each cell keeps its rank within the population.
-    """
-    success = theta / (theta + np.maximum(mean, 1e-8))
-    lower = stats.nbinom.cdf(counts - 1, theta, success)
-    upper = stats.nbinom.cdf(counts, theta, success)
-    quantile = lower + rng.random(counts.shape) * (upper - lower)
-    return np.clip(quantile, 1e-9, 1 - 1e-9)
-
-
-def _negative_binomial_quantile(
-    quantile: np.ndarray, mean: np.ndarray, theta: np.ndarray
-) -> np.ndarray:
-    """Counts at ``quantile`` of ``NB(mean, θ)`` (its inverse distribution function)."""
-    success = theta / (theta + np.maximum(mean, 1e-8))
-    return stats.nbinom.ppf(quantile, theta, success).astype(np.float32)
-
-
-def _sample_negative_binomial(
-    mean: np.ndarray, theta: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Gamma–Poisson draws with the given means and inverse dispersions."""
-    rate = rng.gamma(shape=theta, scale=np.maximum(mean, 1e-8) / theta)
-    return rng.poisson(rate).astype(np.float32)
