@@ -106,6 +106,15 @@ def test_prediction_modes(trained):
     np.testing.assert_allclose(
         transported.X[:, others], scjepa.data.log_normalize(moved)[:, others], atol=1e-5
     )
+    # counts move where, and the way, the decoded state changes: under the source law they
+    # would map to themselves
+    source = np.asarray(controls.layers["counts"].toarray())
+    assert not np.array_equal(moved[:, others], source[:, others])
+    decoded_change = (
+        model.predict_perturbation(name, adata=controls).X - scjepa.data.log_normalize(source)
+    ).mean(axis=0)[others]
+    transported_change = (moved - source).mean(axis=0)[others]
+    assert np.corrcoef(decoded_change, transported_change)[0, 1] > 0.3
     with pytest.raises(ValueError, match="expression"):
         model.predict_perturbation(name, adata=controls, expression="median")
 
