@@ -55,8 +55,9 @@ def negative_binomial_quantile(
 
     Starts from the Cornish-Fisher approximation (normal quantile corrected for skewness) and
     walks count by count with the probability recursion ``P(k + 1) = P(k) (k + θ) / (k + 1)
-    (1 - p)``, which needs one incomplete beta and one log-gamma evaluation per entry; the few
-    entries still unresolved after ``_MAX_QUANTILE_STEPS`` steps go to scipy's exact inverse.
+    (1 - p)``, so each entry costs one incomplete beta and a log-gamma probability at its
+    start; the few entries still unresolved after ``_MAX_QUANTILE_STEPS`` steps go to scipy's
+    exact inverse.
     The result equals ``scipy.stats.nbinom.ppf`` at a third to a quarter of its cost.
     """
     quantile, mean, theta = _as_float64(quantile, mean, theta)
