@@ -286,3 +286,40 @@ def test_training_without_validation_cells(adata):
         model.train(max_epochs=1, train_size=1.0, early_stopping=True)
     model.train(max_epochs=1, batch_size=128, train_size=1.0, enable_progress_bar=False)
     assert "train_loss" in model.history and "validation_loss" not in model.history
+
+
+def test_encoder_reading_principal_axes(tmp_path):
+    scvi.settings.seed = 0
+    data = small_perturbseq()
+    scjepa.BioJEPA.setup_anndata(data, layer="counts", batch_key="batch")
+    with pytest.raises(ValueError, match="must be positive"):
+        scjepa.BioJEPA(data, n_input_components=0)
+    with pytest.raises(TypeError, match="must be an integer"):
+        scjepa.BioJEPA(data, n_input_components=2.5)
+    model = scjepa.BioJEPA(data, n_latent=8, n_hidden=16, n_input_components=6)
+    assert "input axes: 6" in model._model_summary_string
+    axes = model.module.encoder.input[0]
+    # the fixed axes are the training cells' principal axes: orthogonal, one common scale
+    gram = (axes.axes.T @ axes.axes).numpy()
+    np.testing.assert_allclose(gram, gram[0, 0] * np.eye(6), atol=1e-4 * gram[0, 0])
+    expression = scjepa.data.log_normalize(data.layers["counts"]).toarray()
+    coordinates = axes(torch.as_tensor(expression)).numpy()
+    np.testing.assert_allclose(coordinates.mean(axis=0), 0.0, atol=1e-4)
+    spread = coordinates.std(axis=0)
+    assert np.all(np.diff(spread) <= 1e-5) and np.isclose(np.mean(spread**2), 1.0, rtol=1e-3)
+    # sparse and dense batches give the same coordinates
+    sparse_batch = torch.as_tensor(expression).to_sparse_csr()
+    np.testing.assert_allclose(axes(sparse_batch).numpy(), coordinates, rtol=1e-4, atol=1e-4)
+    # the axes stay fixed while the layers after them learn
+    before = axes.axes.clone()
+    model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)
+    assert torch.equal(model.module.encoder.input[0].axes, before)
+    assert torch.equal(model.module.target_encoder.input[0].axes, before)
+    z = model.get_latent_representation()
+    assert z.shape == (data.n_obs, 8) and z.std(axis=0).min() > 1e-3
+    # loading keeps the saved axes instead of refitting them, even on a few other cells
+    model.save(tmp_path / "axes")
+    few = data[:5].copy()
+    loaded = scjepa.BioJEPA.load(tmp_path / "axes", adata=few)
+    assert torch.equal(loaded.module.encoder.input[0].axes, before)
+    np.testing.assert_allclose(loaded.get_latent_representation(), z[:5], rtol=1e-5, atol=1e-5)

@@ -56,6 +56,43 @@ def group_means(
     return sums / np.maximum(counts, 1)
 
 
+def sampled_log_expression(counts, max_cells: int = 20_000, seed: int = 0) -> np.ndarray:
+    """Dense log-normalised expression of at most ``max_cells`` cells drawn without replacement.
+
+    Bounds the time and memory of fitting principal axes on large data sets.
+    """
+    rng = np.random.default_rng(seed)
+    n_obs = counts.shape[0]
+    rows = np.sort(rng.choice(n_obs, size=min(n_obs, max_cells), replace=False))
+    return dense(log_normalize(counts[rows]))
+
+
+def principal_axes(
+    expression: np.ndarray, n_components: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Principal axes of cells x genes ``expression``.
+
+    Parameters
+    ----------
+    expression
+        Dense cells x genes matrix (e.g. from :func:`sampled_log_expression`).
+    n_components
+        Number of axes; capped by the matrix's rank (cells and genes minus one).
+
+    Returns
+    -------
+    The gene means ``(n_genes,)``, the axes as orthonormal columns ``(n_genes, k)``, and the
+    standard deviation of the cells' coordinates along each axis ``(k,)``, largest first.
+    """
+    mean = expression.mean(axis=0)
+    centred = expression - mean
+    k = int(min(n_components, min(centred.shape) - 1))
+    if k < 1:
+        raise ValueError("Need at least two cells and two genes to find axes of variation.")
+    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    return mean, components[:k].T, singular[:k] / np.sqrt(len(expression))
+
+
 def gene_features_from_expression(
     counts,
     gene_names: pd.Index,
@@ -104,21 +141,10 @@ def gene_features_from_expression(
     -------
     DataFrame indexed by gene name, columns standardised.
     """
-    rng = np.random.default_rng(seed)
-    n_obs = counts.shape[0]
-    rows = np.sort(rng.choice(n_obs, size=min(n_obs, max_cells), replace=False))
-    expression = log_normalize(counts[rows])
-    if sparse.issparse(expression):
-        expression = expression.toarray()
-    mean = expression.mean(axis=0)
-    std = expression.std(axis=0)
-    centred = expression - mean
-    k = int(min(n_components, min(centred.shape) - 1))
-    if k < 1:
-        raise ValueError("Need at least two cells and two genes to derive perturbation features.")
-    _, singular, components = np.linalg.svd(centred, full_matrices=False)
-    loadings = components[:k].T * (singular[:k] / np.sqrt(len(rows)))
-    blocks = [loadings, mean, std]
+    expression = sampled_log_expression(counts, max_cells, seed)
+    mean, axes, spread = principal_axes(expression, n_components)
+    k = axes.shape[1]
+    blocks = [axes * spread, mean, expression.std(axis=0)]
     columns = [f"pc{i + 1}" for i in range(k)] + ["mean", "std"]
     if perturbation_labels is not None:
         labels = np.asarray(perturbation_labels).astype(str)

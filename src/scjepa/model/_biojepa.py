@@ -33,6 +33,8 @@ from scjepa.data._direct_effect import target_gene_direct_effects, typical_direc
 from scjepa.data._features import (
     gene_features_from_expression,
     log_normalize,
+    principal_axes,
+    sampled_log_expression,
     validate_feature_table,
 )
 from scjepa.data._matrix import dense
@@ -94,6 +96,13 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         :func:`scjepa.data.gene_features_from_expression`), so any measured gene can be predicted.
     n_perturbation_features
         Number of expression axes in the default features.
+    n_input_components
+        Read each cell through the first ``n_input_components`` principal axes of the training
+        cells' log-normalised expression (fixed, saved with the model) instead of through a
+        learned layer over every gene. The axes are the least noisy linear summary of a cell
+        that the data offer, and fitting ``k`` input weights per hidden unit instead of one per
+        gene lowers the encoder's variance on small data sets; see the multi-omics and
+        time-course pages of the documentation for what it changed. ``None`` reads every gene.
     **module_kwargs
         Passed to :class:`~scjepa.module.BioJEPAModule` (``mask_ratio``, loss weights, predictor
         sizes, ...).
@@ -123,10 +132,15 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         dropout: float = 0.1,
         perturbation_features: pd.DataFrame | None = None,
         n_perturbation_features: int = 32,
+        n_input_components: int | None = None,
         **module_kwargs,
     ):
         super().__init__(adata)
         self._check_var_names_unique(adata)
+        # `load` passes the saved axes, so that loading does not refit them on other cells
+        input_axes = module_kwargs.pop("input_axes", None)
+        if n_input_components is not None and input_axes is None:
+            input_axes = self._expression_axes(n_input_components)
         self.perturbation_vocabulary_: list[str] | None = None
         self.target_gene_direct_effect_: list[float] | None = None
         self.target_gene_direct_effects_: dict[str, list[float]] = {}
@@ -156,6 +170,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             n_proteins=self._n_proteins(),
             **self._protein_statistics(),
             **time_kwargs,
+            input_axes=input_axes,
             **module_kwargs,
         )
         n_seen = 0 if members is None else len(members) - 1
@@ -170,6 +185,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             self._model_summary_string += f", time span: {time_kwargs['time_span']:g}"
         if self._n_proteins():
             self._model_summary_string += f", proteins: {self._n_proteins()}"
+        if input_axes is not None:
+            self._model_summary_string += f", input axes: {input_axes[0].shape[1]}"
         self.init_params_ = self._get_init_params(locals())
 
     def _n_proteins(self) -> int:
@@ -189,6 +206,26 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "protein_mean": torch.as_tensor(values.mean(axis=0), dtype=torch.float32),
             "protein_scale": torch.as_tensor(values.std(axis=0), dtype=torch.float32),
         }
+
+    def _expression_axes(self, n_components: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Principal axes of the training cells for :class:`~scjepa.module.CellEncoder`.
+
+        The axes are scaled by one common factor so that the cells' coordinates have unit
+        spread on average: the first axes keep their larger spread, so the encoder starts
+        from the cells' principal-component geometry rather than a whitened one, which would
+        amplify the noise on the last axes.
+        """
+        if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer):
+            raise TypeError(f"`n_input_components` must be an integer, got {n_components!r}.")
+        if n_components < 1:
+            raise ValueError(f"`n_input_components` must be positive, got {n_components}.")
+        expression = sampled_log_expression(self._counts(self.adata), seed=settings.seed or 0)
+        mean, axes, spread = principal_axes(expression, n_components)
+        axes = axes / np.sqrt(np.mean(spread**2))
+        return (
+            torch.as_tensor(axes, dtype=torch.float32),
+            torch.as_tensor(mean @ axes, dtype=torch.float32),
+        )
 
     def _counts(self, adata) -> object:
         """The registered RNA counts matrix of ``adata`` (an AnnData or a MuData)."""
@@ -726,6 +763,11 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             non_kwargs["perturbation_features"] = pd.DataFrame(
                 state_dict["perturbation_encoder.features"].numpy(),
                 index=attributes["perturbation_vocabulary_"],
+            )
+        if "encoder.input.0.axes" in state_dict:
+            kwargs["input_axes"] = (
+                state_dict["encoder.input.0.axes"],
+                state_dict["encoder.input.0.offset"],
             )
         # the saved weights say whether the model had an expression decoder (embedding models
         # saved before it became optional have one)

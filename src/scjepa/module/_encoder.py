@@ -92,16 +92,41 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Project a dense or sparse ``(n_cells, n_in)`` batch."""
-        if is_sparse(x):
-            x = as_csr(x)
-            if x.values().numel() > _SPARSE_DENSITY_LIMIT * x.numel():
-                x = x.to_dense()
-        if not is_sparse(x):
-            return x @ self.weight + self.bias
-        out = _SparseProjection.apply(
-            x.crow_indices().long(), x.col_indices().long(), x.values(), self.weight
-        )
-        return out + self.bias
+        return project(x, self.weight) + self.bias
+
+
+def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight`` for dense or sparse ``x``, gathering weight rows when ``x`` is sparse."""
+    if is_sparse(x):
+        x = as_csr(x)
+        if x.values().numel() > _SPARSE_DENSITY_LIMIT * x.numel():
+            x = x.to_dense()
+    if not is_sparse(x):
+        return x @ weight
+    return _SparseProjection.apply(
+        x.crow_indices().long(), x.col_indices().long(), x.values(), weight
+    )
+
+
+class ExpressionAxes(nn.Module):
+    """Coordinates of cells on fixed axes of expression, e.g. the training cells' principal axes.
+
+    Parameters
+    ----------
+    axes
+        ``(n_genes, k)`` axes, scaled so that the coordinates have about unit spread.
+    offset
+        ``(k,)`` coordinates of the axes' origin (the mean cell), subtracted from every cell's.
+    """
+
+    def __init__(self, axes: torch.Tensor, offset: torch.Tensor):
+        super().__init__()
+        self.register_buffer("axes", torch.as_tensor(axes, dtype=torch.float32).clone())
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float32).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Coordinates ``(n_cells, k)`` of a dense or sparse batch of normalised expression."""
+        return project(x, self.axes) - self.offset
 
 
 class CellEncoder(nn.Module):
@@ -120,6 +145,10 @@ class CellEncoder(nn.Module):
         Number of hidden layers (at least 1).
     dropout
         Dropout after each hidden layer.
+    input_axes
+        ``(axes, offset)`` of :class:`ExpressionAxes`: the encoder then reads each cell's
+        coordinates on these fixed axes through a learned ``k x n_hidden`` layer instead of
+        reading every gene through a learned gene layer. ``None`` reads every gene.
     """
 
     def __init__(
@@ -129,10 +158,20 @@ class CellEncoder(nn.Module):
         n_hidden: int = 512,
         n_layers: int = 2,
         dropout: float = 0.1,
+        input_axes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         super().__init__()
-        n_first = input_width(n_input, n_hidden)
-        self.input = SparseLinear(n_input, n_first)
+        if input_axes is None:
+            n_first = input_width(n_input, n_hidden)
+            self.input = SparseLinear(n_input, n_first)
+        else:
+            axes = ExpressionAxes(*input_axes)
+            if axes.axes.shape[0] != n_input:
+                raise ValueError(
+                    f"`input_axes` has {axes.axes.shape[0]} genes; the encoder reads {n_input}."
+                )
+            n_first = n_hidden
+            self.input = nn.Sequential(axes, nn.Linear(axes.axes.shape[1], n_first))
         self.body = nn.Sequential(
             nn.LayerNorm(n_first),
             nn.GELU(),

@@ -143,6 +143,9 @@ class BioJEPAModule(BaseModuleClass):
         Per-protein mean and standard deviation of the training cells' log-normalised protein
         values, which the protein head's output is standardised by (see
         :class:`~scjepa.module.ModalityBranch`); ``None`` leaves it unstandardised.
+    input_axes
+        ``(axes, offset)``: fixed axes of expression the RNA encoders read cells through (see
+        :class:`~scjepa.module.CellEncoder`); ``None`` reads every gene.
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class BioJEPAModule(BaseModuleClass):
         modality_readout_weight: float = 100.0,
         protein_mean: torch.Tensor | None = None,
         protein_scale: torch.Tensor | None = None,
+        input_axes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
@@ -202,7 +206,7 @@ class BioJEPAModule(BaseModuleClass):
         }
         self.time_strata_by_batch = time_strata_by_batch
 
-        self.encoder = CellEncoder(n_input, n_latent, n_hidden, n_layers, dropout)
+        self.encoder = CellEncoder(n_input, n_latent, n_hidden, n_layers, dropout, input_axes)
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.task_embedding = torch.nn.Embedding(len(Task), n_perturbation_embedding)
