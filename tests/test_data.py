@@ -63,6 +63,15 @@ def test_torch_normalisation_sparse_equals_dense(adata):
     kept = (masked.to_dense() > 0).sum() / (s.to_dense() > 0).sum()
     assert 0.4 < float(kept) < 0.6
     assert torch.all((masked.to_dense() == 0) | (masked.to_dense() == s.to_dense()))
+    # rescaled, the kept genes grow by 1 / (1 - ratio), so the view's sum is kept on average
+    for x in (dense, sparse_t):
+        full, scaled = torch_log_normalize(
+            x, mask_ratio=0.25, generator=torch.Generator().manual_seed(1), rescale=True
+        )
+        full, scaled = full.to_dense(), scaled.to_dense()
+        kept = scaled > 0
+        torch.testing.assert_close(scaled[kept], full[kept] / 0.75)
+        assert abs(float(scaled.sum() / full.sum()) - 1.0) < 0.03
 
 
 def test_gene_features_cover_every_gene(adata):

@@ -298,6 +298,8 @@ def test_encoder_reading_principal_axes(tmp_path):
         scjepa.BioJEPA(data, n_input_components=2.5)
     model = scjepa.BioJEPA(data, n_latent=8, n_hidden=16, n_input_components=6)
     assert "input axes: 6" in model._model_summary_string
+    assert model.module.encoder.reads_axes
+    assert not scjepa.BioJEPA(data, n_latent=8, n_hidden=16).module.encoder.reads_axes
     axes = model.module.encoder.input[0]
     # the fixed axes are the training cells' principal axes: orthogonal, one common scale
     gram = (axes.axes.T @ axes.axes).numpy()

@@ -181,6 +181,11 @@ class CellEncoder(nn.Module):
         # I-JEPA normalises targets; normalising the encoder output does so for every view.
         self.output_norm = nn.LayerNorm(n_latent, elementwise_affine=False)
 
+    @property
+    def reads_axes(self) -> bool:
+        """Whether cells are read through fixed axes (:class:`ExpressionAxes`)."""
+        return not isinstance(self.input, SparseLinear)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed a batch of normalised expression."""
         return self.output_norm(self.body(self.input(x)))

@@ -47,6 +47,7 @@ def log_normalize(
     mask_ratio: float = 0.0,
     generator: torch.Generator | None = None,
     library: torch.Tensor | None = None,
+    rescale: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``log1p(counts / library * 1e4)``, and optionally a view with genes masked out.
 
@@ -61,12 +62,18 @@ def log_normalize(
         Random generator for the mask.
     library
         :func:`library_size` of ``x`` when already computed.
+    rescale
+        Scale the masked view's kept values by ``1 / (1 - mask_ratio)``, as inverted dropout
+        does (Srivastava et al., JMLR 2014), so that any linear summary of the masked view
+        equals, on average, that of the full cell.
 
     Returns
     -------
     The normalised batch (same layout as the input, CSR if sparse) and the masked view or ``None``.
-    Both keep the full cell's library size, so masking removes genes without rescaling the others.
+    Both keep the full cell's library size, so masking removes genes without rescaling the
+    others, unless ``rescale`` is set.
     """
+    kept_scale = 1.0 / (1.0 - mask_ratio) if rescale and mask_ratio > 0 else 1.0
     if library is None:
         library = library_size(x)
     if not is_sparse(x):
@@ -76,7 +83,7 @@ def log_normalize(
         if mask_ratio <= 0:
             return normalized, None
         keep = _uniform(x.shape, generator, x.device) >= mask_ratio
-        return normalized, normalized * keep
+        return normalized, normalized * (keep * kept_scale)
     x = as_csr(x)
     rows = _row_ids(x)
     values = x.values()
@@ -90,7 +97,7 @@ def log_normalize(
     if mask_ratio <= 0:
         return build(normalized_values), None
     keep = _uniform(values.shape, generator, x.device) >= mask_ratio
-    return build(normalized_values), build(normalized_values * keep)
+    return build(normalized_values), build(normalized_values * (keep * kept_scale))
 
 
 def _uniform(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
