@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import scvi
@@ -154,3 +156,26 @@ def test_protein_head_is_standardised_and_loads_unstandardised_weights():
         torch.testing.assert_close(reloaded.decode(z), branch.head(z))
     with pytest.raises(ValueError, match="shape"):
         scjepa.module.ModalityBranch(10, 8, feature_mean=torch.zeros(3))
+
+
+def test_principal_axes_encoder_on_mudata_loads_without_protein_counts(tmp_path):
+    scvi.settings.seed = 0
+    mdata = small_citeseq(seed=1)
+    scjepa.BioJEPA.setup_mudata(mdata, **SETUP)
+    model = scjepa.BioJEPA(
+        mdata, n_latent=8, n_hidden=32, n_predictor_hidden=32, n_input_components=10
+    )
+    assert model.module.encoder.reads_axes
+    model.train(max_epochs=5, batch_size=96, enable_progress_bar=False)
+    rna = mdata["rna"].copy()
+    before = model.predict_modality(rna).X
+    assert before.shape == (mdata.n_obs, mdata["protein"].n_vars) and np.isfinite(before).all()
+    model.save(tmp_path / "model")
+    # cells measured by RNA alone: the saved axes and protein statistics are used as they are
+    unmeasured = mdata.copy()
+    unmeasured["protein"].X = np.zeros_like(unmeasured["protein"].X)
+    unmeasured["protein"].layers["counts"] = unmeasured["protein"].X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        loaded = scjepa.BioJEPA.load(tmp_path / "model", adata=unmeasured)
+    np.testing.assert_allclose(loaded.predict_modality(rna).X, before, rtol=1e-5, atol=1e-5)

@@ -137,8 +137,14 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ):
         super().__init__(adata)
         self._check_var_names_unique(adata)
-        # `load` passes the saved axes, so that loading does not refit them on other cells
+        # `load` passes the saved axes and protein statistics, so that loading does not
+        # recompute them from other cells
         input_axes = module_kwargs.pop("input_axes", None)
+        protein_statistics = {
+            key: module_kwargs.pop(key)
+            for key in ("protein_mean", "protein_scale")
+            if key in module_kwargs
+        } or self._protein_statistics()
         if n_input_components is not None and input_axes is None:
             input_axes = self._expression_axes(n_input_components)
         self.perturbation_vocabulary_: list[str] | None = None
@@ -168,7 +174,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             control_code=ctrl,
             use_dose=SCJEPA_KEYS.DOSE_KEY in self.adata_manager.data_registry,
             n_proteins=self._n_proteins(),
-            **self._protein_statistics(),
+            **protein_statistics,
             **time_kwargs,
             input_axes=input_axes,
             **module_kwargs,
@@ -764,6 +770,9 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 state_dict["perturbation_encoder.features"].numpy(),
                 index=attributes["perturbation_vocabulary_"],
             )
+        if "protein_branch.feature_mean" in state_dict:
+            kwargs["protein_mean"] = state_dict["protein_branch.feature_mean"]
+            kwargs["protein_scale"] = state_dict["protein_branch.feature_scale"]
         if "encoder.input.0.axes" in state_dict:
             kwargs["input_axes"] = (
                 state_dict["encoder.input.0.axes"],
