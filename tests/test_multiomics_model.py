@@ -162,11 +162,22 @@ def test_principal_axes_encoder_on_mudata_loads_without_protein_counts(tmp_path)
     scvi.settings.seed = 0
     mdata = small_citeseq(seed=1)
     scjepa.BioJEPA.setup_mudata(mdata, **SETUP)
+    with pytest.raises(ValueError, match="set `n_input_components` too"):
+        scjepa.BioJEPA(mdata, n_latent=8, n_hidden=32, protein_linear_path=True)
+    no_path = scjepa.BioJEPA(
+        mdata, n_latent=8, n_hidden=32, n_input_components=10, protein_linear_path=False
+    )
+    assert no_path.module.protein_branch.linear_path is None
     model = scjepa.BioJEPA(
         mdata, n_latent=8, n_hidden=32, n_predictor_hidden=32, n_input_components=10
     )
     assert model.module.encoder.reads_axes
+    # the protein head reads the axes' coordinates linearly too, starting from zero
+    linear = model.module.protein_branch.linear_path
+    assert linear.weight.shape == (mdata["protein"].n_vars, 10)
+    assert not linear.weight.any()
     model.train(max_epochs=5, batch_size=96, enable_progress_bar=False)
+    assert linear.weight.abs().sum() > 0
     rna = mdata["rna"].copy()
     before = model.predict_modality(rna).X
     assert before.shape == (mdata.n_obs, mdata["protein"].n_vars) and np.isfinite(before).all()

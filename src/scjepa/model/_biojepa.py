@@ -102,7 +102,9 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         learned layer over every gene. The axes are the least noisy linear summary of a cell
         that the data offer, and fitting ``k`` input weights per hidden unit instead of one per
         gene lowers the encoder's variance on small data sets; see the multi-omics and
-        time-course pages of the documentation for what it changed. ``None`` reads every gene.
+        time-course pages of the documentation for what it changed. With proteins registered,
+        the protein head then also reads these coordinates linearly (``protein_linear_path``
+        of :class:`~scjepa.module.BioJEPAModule`). ``None`` reads every gene.
     **module_kwargs
         Passed to :class:`~scjepa.module.BioJEPAModule` (``mask_ratio``, loss weights, predictor
         sizes, ...).

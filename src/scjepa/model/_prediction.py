@@ -93,10 +93,9 @@ class PredictionMixin:
         self.module.eval()
         embeddings, values = [], []
         for tensors in self._loader(source, index, batch_size):
-            context = self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY])
-            z = self.module.predict_modality(context, target=1)
+            z, predicted = self.module.predict_protein(tensors[REGISTRY_KEYS.X_KEY])
             embeddings.append(z.cpu().numpy())
-            values.append(self.module.protein_branch.decode(z).clamp(min=0).cpu().numpy())
+            values.append(predicted.clamp(min=0).cpu().numpy())
         return modality_prediction_anndata(
             cells[index],
             protein_var,

@@ -146,6 +146,12 @@ class BioJEPAModule(BaseModuleClass):
     input_axes
         ``(axes, offset)``: fixed axes of expression the RNA encoders read cells through (see
         :class:`~scjepa.module.CellEncoder`); ``None`` reads every gene.
+    protein_linear_path
+        Whether the protein head adds a linear read-out of the cell's coordinates on
+        ``input_axes`` to its non-linear read-out of the predicted protein embedding, a wide
+        and deep head (Cheng et al., DLRS 2016): the linear part carries what is linear in
+        the cell's leading axes of variation, the embedding what is not. ``None`` adds it
+        whenever ``input_axes`` is given.
     """
 
     def __init__(
@@ -182,8 +188,16 @@ class BioJEPAModule(BaseModuleClass):
         protein_mean: torch.Tensor | None = None,
         protein_scale: torch.Tensor | None = None,
         input_axes: tuple[torch.Tensor, torch.Tensor] | None = None,
+        protein_linear_path: bool | None = None,
     ):
         super().__init__()
+        if protein_linear_path is None:
+            protein_linear_path = input_axes is not None
+        if protein_linear_path and input_axes is None:
+            raise ValueError(
+                "`protein_linear_path` reads the cells' principal-axis coordinates; set "
+                "`n_input_components` too."
+            )
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"`mask_ratio` must lie in (0, 1), got {mask_ratio}.")
         self.n_input = n_input
@@ -232,6 +246,7 @@ class BioJEPAModule(BaseModuleClass):
                 dropout=dropout,
                 feature_mean=protein_mean,
                 feature_scale=protein_scale,
+                n_linear_input=input_axes[0].shape[1] if protein_linear_path else 0,
             )
             # which modality the cross-modal predictor is asked for: 0 RNA, 1 protein
             self.modality_embedding = torch.nn.Embedding(2, n_perturbation_embedding)
@@ -349,6 +364,18 @@ class BioJEPAModule(BaseModuleClass):
     def embed_protein(self, protein: torch.Tensor) -> torch.Tensor:
         """Target-encoder embeddings of protein counts."""
         return self.protein_branch.target_encoder(log_normalize(protein)[0])
+
+    @auto_move_data
+    def predict_protein(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted protein embeddings and log-normalised values of cells with RNA counts ``x``."""
+        normalized = log_normalize(x)[0]
+        z = self.predict_modality(self.encoder(normalized), target=1)
+        return z, self.protein_branch.decode(z, self._linear_input(normalized))
+
+    def _linear_input(self, normalized: torch.Tensor) -> torch.Tensor | None:
+        if self.protein_branch.linear_path is None:
+            return None
+        return self.encoder.input[0](normalized)
 
     @auto_move_data
     def embed_context(self, x: torch.Tensor) -> torch.Tensor:
@@ -693,8 +720,11 @@ class BioJEPAModule(BaseModuleClass):
         )
         # the head learns from measured embeddings and from predicted ones, which are what
         # predict_modality decodes; the latter also teaches the predictor what proteins need
-        readout = F.mse_loss(branch.decode(to_protein), protein) + F.mse_loss(
-            branch.decode(target), protein
+        linear_input = self._linear_input(inference_outputs["normalized"])
+        if linear_input is not None:
+            linear_input = linear_input[measured]
+        readout = F.mse_loss(branch.decode(to_protein, linear_input), protein) + F.mse_loss(
+            branch.decode(target, linear_input), protein
         )
         return {"online": online, "predicted": to_protein, "aligned": aligned, "readout": readout}
 

@@ -32,6 +32,9 @@ class ModalityBranch(nn.Module):
     feature_mean, feature_scale
         Per-feature mean and standard deviation of the training cells' log-normalised values;
         ``None`` gives 0 and 1 (an unstandardised head).
+    n_linear_input
+        Width of an input the head also reads linearly (``0``: none), starting at zero so the
+        head begins as the embedding read-out alone.
     """
 
     def __init__(
@@ -42,6 +45,7 @@ class ModalityBranch(nn.Module):
         dropout: float = 0.1,
         feature_mean: torch.Tensor | None = None,
         feature_scale: torch.Tensor | None = None,
+        n_linear_input: int = 0,
     ):
         super().__init__()
         mean = torch.zeros(n_input) if feature_mean is None else feature_mean
@@ -54,6 +58,11 @@ class ModalityBranch(nn.Module):
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_encoder.requires_grad_(False)
         self.head = mlp(n_latent, n_hidden, n_input, n_layers=2)
+        self.linear_path = None
+        if n_linear_input:
+            self.linear_path = nn.Linear(n_linear_input, n_input)
+            nn.init.zeros_(self.linear_path.weight)
+            nn.init.zeros_(self.linear_path.bias)
 
     def train(self, mode: bool = True):
         """Set training mode; the target encoder always stays in evaluation mode."""
@@ -61,9 +70,12 @@ class ModalityBranch(nn.Module):
         self.target_encoder.eval()
         return self
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, linear_input: torch.Tensor | None = None) -> torch.Tensor:
         """Log-normalised values of the modality read from embeddings."""
-        return self.feature_mean + self.feature_scale * self.head(z)
+        standardised = self.head(z)
+        if self.linear_path is not None:
+            standardised = standardised + self.linear_path(linear_input)
+        return self.feature_mean + self.feature_scale * standardised
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # models saved before the head was standardised read values unstandardised
