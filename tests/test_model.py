@@ -7,6 +7,7 @@ from tests.conftest import controls_of, small_perturbseq
 
 import scjepa
 from scjepa.data._direct_effect import apply_direct_effect
+from scjepa.module._normalize import log_normalize as torch_log_normalize
 
 DIAGNOSTICS = [
     "masked_prediction_loss_train",
@@ -312,6 +313,14 @@ def test_encoder_reading_principal_axes(tmp_path):
     # sparse and dense batches give the same coordinates
     sparse_batch = torch.as_tensor(expression).to_sparse_csr()
     np.testing.assert_allclose(axes(sparse_batch).numpy(), coordinates, rtol=1e-4, atol=1e-4)
+    # the masked view the encoder reads through the axes has its kept genes rescaled
+    module = model.module.eval()
+    counts = torch.as_tensor(data.layers["counts"][:32].toarray())
+    _, rescaled = torch_log_normalize(
+        counts, module.mask_ratio, generator=torch.Generator().manual_seed(0), rescale=True
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(module.inference(counts)["z_masked"], module.encoder(rescaled))
     # the axes stay fixed while the layers after them learn
     before = axes.axes.clone()
     model.train(max_epochs=3, batch_size=64, enable_progress_bar=False)

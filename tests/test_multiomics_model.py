@@ -3,6 +3,7 @@ import warnings
 import numpy as np
 import pytest
 import scvi
+import torch
 from anndata import AnnData
 from mudata import MuData
 
@@ -181,6 +182,17 @@ def test_principal_axes_encoder_on_mudata_loads_without_protein_counts(tmp_path)
     rna = mdata["rna"].copy()
     before = model.predict_modality(rna).X
     assert before.shape == (mdata.n_obs, mdata["protein"].n_vars) and np.isfinite(before).all()
+    # predictions add the linear read-out of the cells' axis coordinates to the embedding's
+    branch = model.module.protein_branch
+    embeddings = torch.as_tensor(model.predict_modality(rna).obsm["X_biojepa"])
+    counts = torch.as_tensor(rna.layers["counts"].toarray())
+    with torch.no_grad():
+        normalized = torch.as_tensor(scjepa.data.log_normalize(counts.numpy()))
+        embedding_part = branch.head(embeddings)
+        linear_part = branch.linear_path(model.module.encoder.axes(normalized))
+    expected = branch.feature_mean + branch.feature_scale * (embedding_part + linear_part)
+    np.testing.assert_allclose(before, expected.clamp(min=0).numpy(), rtol=1e-4, atol=1e-4)
+    assert linear_part.abs().mean() > 1e-2
     model.save(tmp_path / "model")
     # cells measured by RNA alone: the saved axes and protein statistics are used as they are
     unmeasured = mdata.copy()

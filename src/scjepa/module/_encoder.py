@@ -182,9 +182,14 @@ class CellEncoder(nn.Module):
         self.output_norm = nn.LayerNorm(n_latent, elementwise_affine=False)
 
     @property
+    def axes(self) -> ExpressionAxes | None:
+        """The fixed axes cells are read through, or ``None`` when every gene is read."""
+        return self.input[0] if isinstance(self.input, nn.Sequential) else None
+
+    @property
     def reads_axes(self) -> bool:
         """Whether cells are read through fixed axes (:class:`ExpressionAxes`)."""
-        return not isinstance(self.input, SparseLinear)
+        return self.axes is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed a batch of normalised expression."""

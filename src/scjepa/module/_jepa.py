@@ -375,7 +375,7 @@ class BioJEPAModule(BaseModuleClass):
     def _linear_input(self, normalized: torch.Tensor) -> torch.Tensor | None:
         if self.protein_branch.linear_path is None:
             return None
-        return self.encoder.input[0](normalized)
+        return self.encoder.axes(normalized)
 
     @auto_move_data
     def embed_context(self, x: torch.Tensor) -> torch.Tensor:
