@@ -6,6 +6,7 @@ import scvi
 import torch
 from anndata import AnnData
 from mudata import MuData
+from tests.conftest import train_paired_model
 
 import scjepa
 
@@ -23,16 +24,7 @@ def trained_citeseq():
     mdata = small_citeseq()
     held = np.random.default_rng(0).random(mdata.n_obs) < 0.25
     train = mdata[~held].copy()
-    scjepa.BioJEPA.setup_mudata(train, labels_key="cell_type", **SETUP)
-    model = scjepa.BioJEPA(
-        train, n_latent=16, n_hidden=64, n_layers=2, n_predictor_hidden=64, n_predictor_blocks=2
-    )
-    model.train(
-        max_epochs=30,
-        batch_size=96,
-        enable_progress_bar=False,
-        plan_kwargs={"lr": 3e-3, "ema_momentum_start": 0.99, "ema_momentum_end": 0.995},
-    )
+    model = train_paired_model(train, **SETUP)
     return model, train, mdata[held].copy()
 
 
@@ -40,8 +32,11 @@ def test_setup_mudata_refuses_bad_input():
     mdata = small_citeseq()
     with pytest.raises(ValueError, match="Modality 'adt'"):
         scjepa.BioJEPA.setup_mudata(mdata, modalities={"protein_layer": "adt"}, **SETUP)
-    with pytest.raises(NotImplementedError, match="ATAC"):
+    # asking for ATAC that the MuData lacks, or for no modality next to RNA
+    with pytest.raises(ValueError, match="Modality 'atac'"):
         scjepa.BioJEPA.setup_mudata(mdata, atac_layer="counts", **SETUP)
+    with pytest.raises(ValueError, match="neither"):
+        scjepa.BioJEPA.setup_mudata(mdata, modalities={"protein_layer": None}, **SETUP)
     with pytest.raises(TypeError, match="MuData"):
         scjepa.BioJEPA.setup_mudata(mdata["rna"], **SETUP)
     with pytest.raises(KeyError, match="not_a_column"):
@@ -86,8 +81,10 @@ def test_joint_embeddings_and_protein_prediction(trained_citeseq):
     joint = model.get_latent_representation()
     assert rna.shape == protein.shape == joint.shape == (train.n_obs, 16)
     np.testing.assert_allclose(joint, (rna + protein) / 2, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="modality"):
+    with pytest.raises(ValueError, match="without atac"):
         model.get_latent_representation(modality="atac")
+    with pytest.raises(ValueError, match="modality"):
+        model.get_latent_representation(modality="chromatin")
 
     pred = model.predict_modality(held_out["rna"].copy())
     assert pred.shape == (held_out.n_obs, 10)
@@ -100,8 +97,10 @@ def test_joint_embeddings_and_protein_prediction(trained_citeseq):
     np.testing.assert_allclose(from_mudata.X, pred.X, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="genes differ"):
         model.predict_modality(held_out["rna"][:, :50].copy())
-    with pytest.raises(ValueError, match="target='protein'"):
+    with pytest.raises(ValueError, match="without atac"):
         model.predict_modality(held_out["rna"].copy(), target="atac")
+    with pytest.raises(ValueError, match="`target` must be"):
+        model.predict_modality(held_out["rna"].copy(), target="adt")
 
 
 def test_predicted_proteins_follow_measured_ones_on_held_out_cells(trained_citeseq):

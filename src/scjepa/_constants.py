@@ -12,6 +12,7 @@ class _ScJEPARegistryKeys(NamedTuple):
     DOSE_KEY: str = "dose"
     TIME_KEY: str = "time"
     PROTEIN_KEY: str = "protein"
+    ATAC_KEY: str = "atac"
 
 
 SCJEPA_KEYS = _ScJEPARegistryKeys()

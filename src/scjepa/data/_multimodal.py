@@ -1,4 +1,4 @@
-"""Checks and layout of multi-modal data (MuData of RNA and surface proteins)."""
+"""Checks and layout of multi-modal data (MuData of RNA with surface proteins and/or ATAC)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from mudata import MuData
+from scipy import sparse
 
-from scjepa.data._matrix import dense
 from scjepa.data._validation import get_layer, validate_counts
 
 logger = logging.getLogger(__name__)
@@ -17,32 +17,83 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODALITIES = {
     "rna_layer": "rna",
     "protein_layer": "protein",
+    "atac_layer": "atac",
     "batch_key": "rna",
     "labels_key": "rna",
 }
 """Which MuData modality holds each registered field, unless ``modalities=`` says otherwise."""
 
+OTHER_MODALITY_FIELDS = {"protein_layer": "proteins", "atac_layer": "chromatin accessibility"}
+"""Fields of the modalities that can be registered next to RNA, and what they measure."""
 
-def prepare_mudata(
-    mdata: MuData,
-    modalities: dict[str, str],
-    rna_layer: str | None,
-    protein_layer: str | None,
-    pad: bool = True,
-) -> None:
-    """Refuse a MuData BioJEPA cannot model; add cells missing from the protein modality.
 
-    Every cell must have RNA. Cells absent from the protein modality are added to it as
-    all-zero rows (``pad=True``), which the model treats as "protein not measured".
+def resolve_modalities(
+    mdata: MuData, modalities: dict[str, str | None] | None, atac_layer: str | None
+) -> dict[str, str | None]:
+    """Which modality holds each field; ``None`` for a modality that is not registered.
+
+    A protein or ATAC modality is registered when the MuData holds a modality of the name given
+    for it (``"protein"`` and ``"atac"`` by default). Naming one explicitly (in ``modalities``,
+    or by passing ``atac_layer``) that the MuData lacks is an error, as is naming none.
     """
     if not isinstance(mdata, MuData):
         raise TypeError(f"`setup_mudata` needs a MuData, got {type(mdata).__name__}.")
-    for field, name in modalities.items():
-        if name is not None and name not in mdata.mod:
-            raise ValueError(
-                f"Modality {name!r} (for {field}) is not in the MuData; it has "
-                f"{sorted(mdata.mod)}. Pass `modalities={{{field!r}: ...}}`."
-            )
+    explicit = dict(modalities or {})
+    resolved = {**DEFAULT_MODALITIES, **explicit}
+    for field, name in resolved.items():
+        requested = field in explicit or field in ("rna_layer", "batch_key", "labels_key")
+        requested = requested or (field == "atac_layer" and atac_layer is not None)
+        if name is None or name in mdata.mod:
+            continue
+        if field in OTHER_MODALITY_FIELDS and not requested:
+            resolved[field] = None
+            continue
+        raise ValueError(
+            f"Modality {name!r} (for {field}) is not in the MuData; it has "
+            f"{sorted(mdata.mod)}. Pass `modalities={{{field!r}: ...}}`."
+        )
+    if all(resolved[field] is None for field in OTHER_MODALITY_FIELDS):
+        raise ValueError(
+            "`setup_mudata` models RNA with proteins or chromatin accessibility, but the MuData "
+            f"has neither (modalities {sorted(mdata.mod)}); name them with `modalities="
+            "{'protein_layer': ..., 'atac_layer': ...}`, or use `setup_anndata` for RNA alone."
+        )
+    return resolved
+
+
+def registered_layers(
+    modalities: dict[str, str | None], layers: dict[str, str | None]
+) -> dict[str, tuple[str, str | None]]:
+    """``{field: (modality, layer)}`` of the modalities registered next to RNA."""
+    return {
+        field: (modalities[field], layers[field])
+        for field in OTHER_MODALITY_FIELDS
+        if modalities.get(field) is not None
+    }
+
+
+def prepare_mudata(
+    mdata: MuData,
+    modalities: dict[str, str | None],
+    layers: dict[str, str | None],
+    pad: bool = True,
+) -> None:
+    """Refuse a MuData BioJEPA cannot model; add cells missing from the other modalities.
+
+    Every cell must have RNA. Cells absent from a protein or ATAC modality are added to it as
+    all-zero rows (``pad=True``), which the model treats as "not measured".
+
+    Parameters
+    ----------
+    mdata
+        The MuData.
+    modalities
+        Output of :func:`resolve_modalities`.
+    layers
+        Counts layer per field (``"rna_layer"``, ``"protein_layer"``, ``"atac_layer"``).
+    pad
+        Whether to add the missing cells.
+    """
     rna = mdata.mod[modalities["rna_layer"]]
     if not rna.obs_names.is_unique:
         raise ValueError("The RNA modality's obs_names must be unique.")
@@ -54,38 +105,52 @@ def prepare_mudata(
             "`mu.pp.filter_obs(mdata, 'rna:n_genes_by_counts', lambda x: x > 0)`, then "
             "`mdata.update()`."
         )
-    validate_counts(rna, rna_layer)
-    protein_name = modalities["protein_layer"]
-    protein = mdata.mod[protein_name]
-    unknown = protein.obs_names.difference(rna.obs_names)
-    if len(unknown):
-        raise ValueError(
-            f"{len(unknown)} protein cells have no RNA (e.g. {unknown[:3].tolist()}); the "
-            "modalities' obs_names must match."
-        )
-    validate_counts(protein, protein_layer)
-    if pad and (
-        protein.n_obs != rna.n_obs
-        or not np.array_equal(np.asarray(protein.obs_names), np.asarray(rna.obs_names))
-    ):
-        logger.info(
-            "%d cells have no protein measurement; they are added as all-zero rows and "
-            "treated as unmeasured.",
-            rna.n_obs - protein.n_obs,
-        )
-        mdata.mod[protein_name] = _aligned(protein, rna.obs_names, protein_layer)
+    validate_counts(rna, layers["rna_layer"])
+    padded = False
+    for field, (name, layer) in registered_layers(modalities, layers).items():
+        other = mdata.mod[name]
+        what = OTHER_MODALITY_FIELDS[field]
+        unknown = other.obs_names.difference(rna.obs_names)
+        if len(unknown):
+            raise ValueError(
+                f"{len(unknown)} cells with {what} have no RNA (e.g. {unknown[:3].tolist()}); "
+                "the modalities' obs_names must match."
+            )
+        validate_counts(other, layer)
+        if pad and (
+            other.n_obs != rna.n_obs
+            or not np.array_equal(np.asarray(other.obs_names), np.asarray(rna.obs_names))
+        ):
+            logger.info(
+                "%d cells have no %s measurement; they are added as all-zero rows and treated "
+                "as unmeasured.",
+                rna.n_obs - other.n_obs,
+                what,
+            )
+            mdata.mod[name] = _aligned(other, rna.obs_names, layer)
+            padded = True
+    if padded:
         mdata.update()
 
 
-def _aligned(protein: AnnData, obs_names: pd.Index, layer: str | None) -> AnnData:
-    """``protein`` reindexed to ``obs_names``, with zero counts for the cells it lacks."""
-    values = get_layer(protein, layer)
-    values = dense(values)
-    full = np.zeros((len(obs_names), protein.n_vars), dtype=np.float32)
-    position = obs_names.get_indexer(protein.obs_names)
-    full[position] = values
-    aligned = AnnData(X=full, obs=pd.DataFrame(index=obs_names.copy()), var=protein.var.copy())
-    aligned.obs = aligned.obs.join(protein.obs)
+def _aligned(other: AnnData, obs_names: pd.Index, layer: str | None) -> AnnData:
+    """``other`` reindexed to ``obs_names``, with zero counts for the cells it lacks.
+
+    Sparse counts (ATAC) stay sparse.
+    """
+    values = get_layer(other, layer)
+    position = obs_names.get_indexer(other.obs_names)
+    if sparse.issparse(values):
+        rows = sparse.csr_matrix(
+            (np.ones(len(position), dtype=np.float32), (position, np.arange(len(position)))),
+            shape=(len(obs_names), other.n_obs),
+        )
+        full = (rows @ sparse.csr_matrix(values)).astype(np.float32).tocsr()
+    else:
+        full = np.zeros((len(obs_names), other.n_vars), dtype=np.float32)
+        full[position] = np.asarray(values)
+    aligned = AnnData(X=full, obs=pd.DataFrame(index=obs_names.copy()), var=other.var.copy())
+    aligned.obs = aligned.obs.join(other.obs)
     if layer is not None:
         aligned.layers[layer] = full.copy()
     return aligned
@@ -96,12 +161,25 @@ def rna_of(data: AnnData | MuData, modality: str = "rna") -> AnnData:
     return data.mod[modality] if isinstance(data, MuData) else data
 
 
-def as_rna_protein_mudata(
-    rna: AnnData, protein_var: pd.DataFrame, modalities: dict[str, str], protein_layer: str | None
+def as_registered_mudata(
+    rna: AnnData, rna_modality: str, others: dict[str, tuple[pd.DataFrame, str | None]]
 ) -> MuData:
-    """Wrap cells measured by RNA alone into the registered layout, proteins all unmeasured."""
-    zeros = np.zeros((rna.n_obs, len(protein_var)), dtype=np.float32)
-    protein = AnnData(X=zeros, obs=pd.DataFrame(index=rna.obs_names.copy()), var=protein_var.copy())
-    if protein_layer is not None:
-        protein.layers[protein_layer] = zeros.copy()
-    return MuData({modalities["rna_layer"]: rna, modalities["protein_layer"]: protein})
+    """Wrap cells measured by RNA alone into the registered layout, other modalities unmeasured.
+
+    Parameters
+    ----------
+    rna
+        The cells' RNA.
+    rna_modality
+        Name of the RNA modality.
+    others
+        ``{modality: (var, layer)}`` of every other registered modality.
+    """
+    mods = {rna_modality: rna}
+    for name, (var, layer) in others.items():
+        zeros = sparse.csr_matrix((rna.n_obs, len(var)), dtype=np.float32)
+        other = AnnData(X=zeros, obs=pd.DataFrame(index=rna.obs_names.copy()), var=var.copy())
+        if layer is not None:
+            other.layers[layer] = zeros.copy()
+        mods[name] = other
+    return MuData(mods)

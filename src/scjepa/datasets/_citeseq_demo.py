@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from mudata import MuData
-from scipy import sparse
 
-from scjepa.data._features import log_normalize
+from scjepa.datasets._generated_cells import generate_cells
 
 
 def citeseq_demo(
@@ -72,29 +71,17 @@ def citeseq_demo(
     rng = np.random.default_rng(seed)
     gene_names = np.array([f"G{i:04d}" for i in range(n_genes)])
     protein_names = np.array([f"P{i:02d}" for i in range(n_proteins)])
-
-    # ---- cell state
-    centres = rng.normal(0.0, 0.6, size=(n_cell_types, n_latent))
-    cell_type = rng.integers(n_cell_types, size=n_cells)
-    state = centres[cell_type] + rng.normal(0.0, 0.5, size=(n_cells, n_latent))
-    batch = rng.integers(n_batches, size=n_cells)
-
-    # ---- RNA
-    loadings = rng.normal(0.0, 0.35, size=(n_latent, n_genes)) * (
-        rng.random((n_latent, n_genes)) < 0.4
+    cells = generate_cells(
+        rng,
+        n_cells,
+        n_genes,
+        n_cell_types,
+        n_batches,
+        n_latent,
+        median_library_size,
+        n_expressed=n_proteins,  # panel genes are expressed
     )
-    baseline = rng.normal(0.0, 1.5, size=n_genes)
-    coding = rng.choice(n_genes, size=n_proteins, replace=False)
-    baseline[coding] = rng.normal(1.0, 0.5, size=n_proteins)  # panel genes are expressed
-    batch_shift = rng.normal(0.0, 0.15, size=(n_batches, n_genes))
-    log_rate = baseline + state @ loadings
-    log_mean = log_rate + batch_shift[batch]
-    proportions = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
-    proportions /= proportions.sum(axis=1, keepdims=True)
-    library = rng.lognormal(np.log(median_library_size), 0.3, size=n_cells)
-    dispersion = rng.lognormal(np.log(5.0), 0.4, size=n_genes)
-    mean = proportions * library[:, None]
-    rna = rng.poisson(rng.gamma(dispersion, mean / dispersion)).astype(np.float32)
+    coding, log_rate, state, batch = cells.expressed, cells.log_rate, cells.state, cells.batch
 
     # ---- proteins: saturating in the coding gene's expected expression
     expected = np.exp(log_rate[:, coding])
@@ -113,22 +100,10 @@ def citeseq_demo(
     protein_mean = protein_share * depth[:, None]
     protein = rng.poisson(rng.gamma(3.0, protein_mean / 3.0)).astype(np.float32)
 
-    obs = pd.DataFrame(
-        {
-            "cell_type": pd.Categorical([f"type_{t}" for t in cell_type]),
-            "batch": pd.Categorical([f"batch_{b}" for b in batch]),
-        },
-        index=[f"cell_{i:05d}" for i in range(n_cells)],
+    obs = cells.obs()
+    rna_data = cells.rna_anndata(
+        pd.DataFrame({"encodes_protein": np.isin(np.arange(n_genes), coding)}, index=gene_names)
     )
-    rna_counts = sparse.csr_matrix(rna)
-    rna_data = AnnData(
-        X=log_normalize(rna_counts),
-        obs=obs.copy(),
-        var=pd.DataFrame(
-            {"encodes_protein": np.isin(np.arange(n_genes), coding)}, index=gene_names
-        ),
-    )
-    rna_data.layers["counts"] = rna_counts
     protein_data = AnnData(
         X=protein.copy(),
         obs=obs.copy(),

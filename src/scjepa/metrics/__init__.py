@@ -19,7 +19,12 @@ from scjepa.metrics._fate import (
     proportion_error,
     transfer_labels,
 )
-from scjepa.metrics._modality import feature_pearson, feature_rmse, knn_label_accuracy
+from scjepa.metrics._modality import (
+    feature_auroc,
+    feature_pearson,
+    feature_rmse,
+    knn_label_accuracy,
+)
 from scjepa.metrics._transport import sinkhorn_coupling, wasserstein_distance
 
 __all__ = [
@@ -28,6 +33,7 @@ __all__ = [
     "direction_agreement",
     "discrimination_score",
     "energy_distance",
+    "feature_auroc",
     "feature_pearson",
     "feature_rmse",
     "knn_label_accuracy",

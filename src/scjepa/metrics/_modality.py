@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.neighbors import NearestNeighbors
 
 
@@ -38,6 +39,27 @@ def feature_rmse(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Root mean squared error over cells of each feature."""
     predicted, observed = _paired(predicted, observed)
     return np.sqrt(((predicted - observed) ** 2).mean(axis=0))
+
+
+def feature_auroc(predicted: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Area under the ROC curve over cells of each feature, NaN where it is all 0 or all 1.
+
+    How well predicted scores (e.g. the probability that a region is accessible) rank the cells
+    in which the feature was observed (``observed > 0``, e.g. an ATAC fragment in the region)
+    above those in which it was not: the chance that a random observed cell scores higher than a
+    random unobserved one, ties counting half, computed from ranks (Mann-Whitney U). The score
+    the ATAC predictions of joint RNA + ATAC models are judged by (e.g. PeakVI, Ashuach et al.,
+    Nature Methods 2022). Constant predictions score 0.5.
+    """
+    predicted, observed = _paired(predicted, observed)
+    positive = observed > 0
+    n_positive = positive.sum(axis=0)
+    n_negative = len(observed) - n_positive
+    ranks = rankdata(predicted, axis=0)
+    u = (ranks * positive).sum(axis=0) - n_positive * (n_positive + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc = u / (n_positive * n_negative)
+    return np.where((n_positive > 0) & (n_negative > 0), auroc, np.nan)
 
 
 def knn_label_accuracy(embedding: np.ndarray, labels: Sequence, n_neighbors: int = 15) -> float:

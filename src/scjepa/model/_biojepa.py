@@ -39,8 +39,9 @@ from scjepa.data._features import (
 )
 from scjepa.data._matrix import dense
 from scjepa.data._multimodal import (
-    DEFAULT_MODALITIES,
     prepare_mudata,
+    registered_layers,
+    resolve_modalities,
     rna_of,
 )
 from scjepa.data._perturbations import members_to_index
@@ -60,8 +61,8 @@ from scjepa.model._serialization import (
     read_model_file,
     write_model_file,
 )
-from scjepa.module import BioJEPAModule
-from scjepa.module._normalize import to_dense
+from scjepa.module import BioJEPAModule, Modality
+from scjepa.module._normalize import library_size
 from scjepa.train import JEPATrainingPlan
 
 logger = logging.getLogger(__name__)
@@ -139,14 +140,16 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
     ):
         super().__init__(adata)
         self._check_var_names_unique(adata)
-        # `load` passes the saved axes and protein statistics, so that loading does not
+        # `load` passes the saved axes and feature statistics, so that loading does not
         # recompute them from other cells
         input_axes = module_kwargs.pop("input_axes", None)
-        protein_statistics = {
-            key: module_kwargs.pop(key)
-            for key in ("protein_mean", "protein_scale")
-            if key in module_kwargs
-        } or self._protein_statistics()
+        feature_statistics = self._feature_statistics(
+            {
+                key: module_kwargs.pop(key)
+                for key in ("protein_mean", "protein_scale", "atac_mean")
+                if key in module_kwargs
+            }
+        )
         if n_input_components is not None and input_axes is None:
             input_axes = self._expression_axes(n_input_components)
         self.perturbation_vocabulary_: list[str] | None = None
@@ -175,8 +178,9 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             perturbation_members=members,
             control_code=ctrl,
             use_dose=SCJEPA_KEYS.DOSE_KEY in self.adata_manager.data_registry,
-            n_proteins=self._n_proteins(),
-            **protein_statistics,
+            n_proteins=self._n_features(SCJEPA_KEYS.PROTEIN_KEY),
+            n_peaks=self._n_features(SCJEPA_KEYS.ATAC_KEY),
+            **feature_statistics,
             **time_kwargs,
             input_axes=input_axes,
             **module_kwargs,
@@ -191,29 +195,43 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             )
         if time_kwargs:
             self._model_summary_string += f", time span: {time_kwargs['time_span']:g}"
-        if self._n_proteins():
-            self._model_summary_string += f", proteins: {self._n_proteins()}"
+        for key, what in [(SCJEPA_KEYS.PROTEIN_KEY, "proteins"), (SCJEPA_KEYS.ATAC_KEY, "peaks")]:
+            if self._n_features(key):
+                self._model_summary_string += f", {what}: {self._n_features(key)}"
         if input_axes is not None:
             self._model_summary_string += f", input axes: {input_axes[0].shape[1]}"
         self.init_params_ = self._get_init_params(locals())
 
-    def _n_proteins(self) -> int:
-        if SCJEPA_KEYS.PROTEIN_KEY not in self.adata_manager.data_registry:
+    def _n_features(self, registry_key: str) -> int:
+        """Number of features of a registered modality (0 when it is not registered)."""
+        if registry_key not in self.adata_manager.data_registry:
             return 0
-        registry = self.registry_["field_registries"][SCJEPA_KEYS.PROTEIN_KEY]
+        registry = self.registry_["field_registries"][registry_key]
         return len(registry["state_registry"]["column_names"])
 
-    def _protein_statistics(self) -> dict:
-        """Per-protein mean and sd of log-normalised values over cells with measured proteins."""
-        if not self._n_proteins():
-            return {}
-        # an antibody panel has tens of proteins: dense is small
-        counts = dense(self.adata_manager.get_from_registry(SCJEPA_KEYS.PROTEIN_KEY))
-        values = log_normalize(counts[counts.sum(axis=1) > 0])
-        return {
-            "protein_mean": torch.as_tensor(values.mean(axis=0), dtype=torch.float32),
-            "protein_scale": torch.as_tensor(values.std(axis=0), dtype=torch.float32),
-        }
+    def _feature_statistics(self, saved: dict) -> dict:
+        """Where the protein and accessibility heads start from: ``saved``, else the data's.
+
+        Proteins: per-protein mean and sd of log-normalised values; regions: the logit of the
+        fraction of cells in which each region is accessible. Both over the cells in which the
+        modality was measured.
+        """
+        statistics = dict(saved)
+        if self._n_features(SCJEPA_KEYS.PROTEIN_KEY) and "protein_mean" not in saved:
+            # an antibody panel has tens of proteins: dense is small
+            counts = dense(self.adata_manager.get_from_registry(SCJEPA_KEYS.PROTEIN_KEY))
+            values = log_normalize(counts[counts.sum(axis=1) > 0])
+            statistics["protein_mean"] = torch.as_tensor(values.mean(axis=0), dtype=torch.float32)
+            statistics["protein_scale"] = torch.as_tensor(values.std(axis=0), dtype=torch.float32)
+        if self._n_features(SCJEPA_KEYS.ATAC_KEY) and "atac_mean" not in saved:
+            counts = sparse.csr_matrix(self.adata_manager.get_from_registry(SCJEPA_KEYS.ATAC_KEY))
+            measured = np.asarray(counts.sum(axis=1)).ravel() > 0
+            accessible = np.asarray((counts[measured] > 0).mean(axis=0)).ravel()
+            accessible = np.clip(accessible, 1e-4, 1 - 1e-4)
+            statistics["atac_mean"] = torch.as_tensor(
+                np.log(accessible / (1 - accessible)), dtype=torch.float32
+            )
+        return statistics
 
     def _expression_axes(self, n_components: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Principal axes of the training cells for :class:`~scjepa.module.CellEncoder`.
@@ -363,38 +381,40 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         modalities: dict[str, str] | None = None,
         **kwargs,
     ) -> None:
-        """Register a MuData of RNA and surface-protein counts (CITE-seq) with BioJEPA.
+        """Register a MuData of RNA with surface-protein and/or ATAC counts with BioJEPA.
 
-        In the style of ``scvi.model.TOTALVI.setup_mudata``. Every cell needs RNA; cells without
-        protein measurements (mosaic data) are allowed: cells missing from the protein modality
-        are added to it as all-zero rows, and all-zero rows are treated as "not measured", so
-        they train the RNA objectives only and get proteins predicted.
+        In the style of ``scvi.model.TOTALVI.setup_mudata`` and ``scvi.model.MULTIVI.setup_mudata``:
+        CITE-seq (RNA + proteins), multiome (RNA + ATAC) or both (e.g. TEA-seq). Every cell
+        needs RNA; cells without protein or ATAC measurements (mosaic data) are allowed: cells
+        missing from such a modality are added to it as all-zero rows, and all-zero rows are
+        treated as "not measured", so they train the RNA objectives only and get that modality
+        predicted.
 
         Parameters
         ----------
         mdata
-            MuData with an RNA and a protein modality of raw counts.
+            MuData with an RNA modality and a protein and/or an ATAC modality, of raw counts
+            (ATAC as fragment or binary counts per region; the model binarises them).
         rna_layer
             Layer of RNA counts in the RNA modality; ``None`` uses its ``X``.
         protein_layer
             Layer of protein counts in the protein modality; ``None`` uses its ``X``.
         atac_layer
-            Not supported yet: chromatin accessibility needs its own likelihood.
+            Layer of ATAC counts in the ATAC modality; ``None`` uses its ``X``.
         batch_key
             ``obs`` column of batches (in the modality named by ``modalities["batch_key"]``).
         labels_key
             ``obs`` column of cell-type labels (in ``modalities["labels_key"]``).
         modalities
-            Which modality holds each of ``rna_layer``, ``protein_layer``, ``batch_key`` and
-            ``labels_key``; by default ``"rna"``, ``"protein"``, ``"rna"``, ``"rna"``.
+            Which modality holds each of ``rna_layer``, ``protein_layer``, ``atac_layer``,
+            ``batch_key`` and ``labels_key``; by default ``"rna"``, ``"protein"``, ``"atac"``,
+            ``"rna"``, ``"rna"``. Proteins and ATAC are registered when the MuData holds their
+            modality; ``{"protein_layer": None}`` leaves proteins out.
         """
-        if atac_layer is not None:
-            raise NotImplementedError(
-                "ATAC is not supported yet; register RNA and protein (CITE-seq)."
-            )
-        modalities = {**DEFAULT_MODALITIES, **(modalities or {})}
+        modalities = resolve_modalities(mdata, modalities, atac_layer)
+        layers = {"rna_layer": rna_layer, "protein_layer": protein_layer, "atac_layer": atac_layer}
         training_setup = "source_registry" not in kwargs
-        prepare_mudata(mdata, modalities, rna_layer, protein_layer, pad=training_setup)
+        prepare_mudata(mdata, modalities, layers, pad=training_setup)
         setup_method_args = cls._get_setup_method_args(**locals())
         setup_method_args["setup_args"]["modalities"] = modalities
         for key, what in [(batch_key, "batch_key"), (labels_key, "labels_key")]:
@@ -413,14 +433,17 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             MuDataCategoricalObsField(
                 REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities["labels_key"]
             ),
-            MuDataLayerField(
-                SCJEPA_KEYS.PROTEIN_KEY,
-                protein_layer,
-                mod_key=modalities["protein_layer"],
-                is_count_data=True,
-                mod_required=True,
-            ),
         ]
+        registry_keys = {
+            "protein_layer": SCJEPA_KEYS.PROTEIN_KEY,
+            "atac_layer": SCJEPA_KEYS.ATAC_KEY,
+        }
+        for field, (name, layer) in registered_layers(modalities, layers).items():
+            fields.append(
+                MuDataLayerField(
+                    registry_keys[field], layer, mod_key=name, is_count_data=True, mod_required=True
+                )
+            )
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(mdata, **kwargs)
         cls.register_manager(adata_manager)
@@ -617,40 +640,57 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Minibatch size for inference.
         modality
-            For multi-modal models: ``"rna"`` (the RNA encoder), ``"protein"`` (the protein
-            encoder; cells without proteins get the embedding predicted from their RNA) or
-            ``"joint"`` (default; the mean of the two). RNA-only models always use RNA.
+            For multi-modal models: ``"rna"`` (the RNA encoder), ``"protein"`` or ``"atac"``
+            (that modality's encoder; cells in which it was not measured get the embedding
+            predicted from their RNA) or ``"joint"`` (default; the mean of the RNA embedding
+            and those of the other registered modalities). RNA-only models always use RNA.
 
         Returns
         -------
         Array ``(n_cells, n_latent)``; store it as ``adata.obsm["X_biojepa"]`` for scanpy.
         """
         self._check_if_trained(warn=True)
-        if modality not in ("joint", "rna", "protein"):
-            raise ValueError(f"`modality` must be 'joint', 'rna' or 'protein', got {modality!r}.")
-        multimodal = self.module.protein_branch is not None
-        if modality == "protein" and not multimodal:
-            raise ValueError("This model was set up with RNA alone; use modality='rna'.")
+        choices = ("joint", "rna", "protein", "atac")
+        if modality not in choices:
+            raise ValueError(f"`modality` must be one of {choices}, got {modality!r}.")
+        others = list(self.module.branches)
+        if modality not in ("joint", "rna"):
+            others = [self._registered_modality(modality)]
         adata = self._validate_anndata(adata)
         self.module.eval()
         chunks = []
         for tensors in self._loader(adata, indices, batch_size):
             rna = self.module.embed(tensors[REGISTRY_KEYS.X_KEY])
-            if not multimodal or modality == "rna":
+            if modality == "rna":
                 chunks.append(rna.cpu())
                 continue
-            protein = self._protein_embedding(tensors)
-            chunks.append((protein if modality == "protein" else (rna + protein) / 2).cpu())
+            embeddings = [self._modality_embedding(tensors, other) for other in others]
+            if modality == "joint":
+                embeddings.append(rna)
+            chunks.append(torch.stack(embeddings).mean(dim=0).cpu())
         return torch.cat(chunks).numpy()
 
-    def _protein_embedding(self, tensors: dict) -> torch.Tensor:
-        """Protein embeddings where proteins were measured, predicted from RNA elsewhere."""
-        counts = to_dense(tensors[SCJEPA_KEYS.PROTEIN_KEY]).to(self.device)
+    def _registered_modality(self, name: str) -> Modality:
+        """The :class:`~scjepa.module.Modality` called ``name``, if the model has it."""
+        modality = Modality[name.upper()]
+        if modality not in self.module.branches:
+            if not self.module.branches:
+                raise ValueError(
+                    "This model was set up with RNA alone; use modality='rna', or set up a "
+                    f"MuData with {name} counts with `BioJEPA.setup_mudata`."
+                )
+            raise ValueError(f"This model was set up without {name} counts.")
+        return modality
+
+    def _modality_embedding(self, tensors: dict, modality: Modality) -> torch.Tensor:
+        """Embeddings of ``modality`` where it was measured, predicted from RNA elsewhere."""
+        key = SCJEPA_KEYS.PROTEIN_KEY if modality == Modality.PROTEIN else SCJEPA_KEYS.ATAC_KEY
+        counts = tensors[key].to(self.device)
         predicted = self.module.predict_modality(
-            self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY]), target=1
+            self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY]), target=modality
         )
-        measured = (counts.sum(dim=1) > 0).unsqueeze(1)
-        return torch.where(measured, self.module.embed_protein(counts), predicted)
+        measured = (library_size(counts) > 0).unsqueeze(1)
+        return torch.where(measured, self.module.embed_modality(counts, modality), predicted)
 
     # ---------------------------------------------------------------------------- save / load
     def save(
@@ -775,6 +815,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         if "protein_branch.feature_mean" in state_dict:
             kwargs["protein_mean"] = state_dict["protein_branch.feature_mean"]
             kwargs["protein_scale"] = state_dict["protein_branch.feature_scale"]
+        if "atac_branch.feature_mean" in state_dict:
+            kwargs["atac_mean"] = state_dict["atac_branch.feature_mean"]
         if "encoder.input.0.axes" in state_dict:
             kwargs["input_axes"] = (
                 state_dict["encoder.input.0.axes"],

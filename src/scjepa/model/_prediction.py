@@ -13,7 +13,12 @@ from scvi import REGISTRY_KEYS
 from scjepa._constants import NORMALIZATION_TARGET_SUM
 from scjepa.data._direct_effect import apply_direct_effect
 from scjepa.data._features import log_normalize
-from scjepa.data._multimodal import as_rna_protein_mudata, rna_of
+from scjepa.data._multimodal import (
+    OTHER_MODALITY_FIELDS,
+    as_registered_mudata,
+    registered_layers,
+    rna_of,
+)
 from scjepa.data._perturbations import parse_perturbation
 from scjepa.data._prediction import (
     modality_prediction_anndata,
@@ -48,11 +53,11 @@ class PredictionMixin:
         indices: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> AnnData:
-        """Predict another modality (surface proteins) for cells from their RNA.
+        """Predict another modality (surface proteins or chromatin) for cells from their RNA.
 
-        The RNA embedding of each cell is moved by the cross-modal predictor to a protein
-        embedding, which the protein head reads out. Measured proteins, if any, are ignored, so
-        held-out cells can be scored against them.
+        The RNA embedding of each cell is moved by the cross-modal predictor to an embedding of
+        the target modality, which that modality's head reads out. Measured values of the
+        target, if any, are ignored, so held-out cells can be scored against them.
 
         Parameters
         ----------
@@ -60,7 +65,7 @@ class PredictionMixin:
             Cells with RNA: an AnnData of the training genes (raw counts, in the registered
             layer) or a MuData laid out as in training; ``None`` uses the training data.
         target
-            The modality to predict; ``"protein"``.
+            The modality to predict: ``"protein"`` or ``"atac"``.
         indices
             Cells to predict for; ``None`` takes all.
         batch_size
@@ -68,40 +73,42 @@ class PredictionMixin:
 
         Returns
         -------
-        AnnData with the cells' ``obs``, the training protein ``var``, predicted log-normalised
-        protein values (``normalize_total`` + ``log1p``) in ``X`` and predicted protein
-        embeddings in ``obsm["X_biojepa"]``.
+        AnnData with the cells' ``obs``, the training ``var`` of the target modality and
+        predicted protein embeddings in ``obsm["X_biojepa"]``. ``X`` holds predicted
+        log-normalised protein values (``normalize_total`` + ``log1p``), or, for ``"atac"``,
+        the probability that each region is accessible; ``uns["scjepa"]["X"]`` says which.
         """
         self._check_if_trained(warn=True)
-        if self.module.protein_branch is None:
-            raise ValueError(
-                "This model was set up with RNA alone; set up a MuData of RNA and proteins with "
-                "`BioJEPA.setup_mudata` to predict proteins."
-            )
-        if target != "protein":
-            raise ValueError(f"Only target='protein' is supported, got {target!r}.")
+        targets = ("protein", "atac")
+        if target not in targets:
+            raise ValueError(f"`target` must be one of {targets}, got {target!r}.")
+        modality = self._registered_modality(target)
         modalities = self._setup_args["modalities"]
-        protein_var = self.adata.mod[modalities["protein_layer"]].var
+        layers = {field: self._setup_args.get(field) for field in OTHER_MODALITY_FIELDS}
+        others = {
+            name: (self.adata.mod[name].var, layer)
+            for name, layer in registered_layers(modalities, layers).values()
+        }
+        target_var = others[modalities[f"{target}_layer"]][0]
         source = self.adata if adata is None else adata
         if isinstance(source, AnnData):
-            source = as_rna_protein_mudata(
-                source, protein_var, modalities, self._setup_args["protein_layer"]
-            )
+            source = as_registered_mudata(source, modalities["rna_layer"], others)
         source = self._validate_anndata(source)
         cells = rna_of(source, modalities["rna_layer"])
         index = np.arange(cells.n_obs) if indices is None else np.asarray(indices)
         self.module.eval()
         embeddings, values = [], []
         for tensors in self._loader(source, index, batch_size):
-            z, predicted = self.module.predict_protein(tensors[REGISTRY_KEYS.X_KEY])
+            z, predicted = self.module.predict_features(tensors[REGISTRY_KEYS.X_KEY], modality)
             embeddings.append(z.cpu().numpy())
-            values.append(predicted.clamp(min=0).cpu().numpy())
+            values.append(predicted.cpu().numpy())
         return modality_prediction_anndata(
             cells[index],
-            protein_var,
+            target_var,
             np.concatenate(values),
             embeddings=np.concatenate(embeddings),
             target=target,
+            X="accessibility_probability" if target == "atac" else "log1p_normalized",
         )
 
     # ---------------------------------------------------------------------------- prediction

@@ -2,7 +2,7 @@
 
 from scjepa.module._decoder import NegativeBinomialDecoder
 from scjepa.module._encoder import CellEncoder, SparseLinear
-from scjepa.module._jepa import BioJEPAModule, Task
+from scjepa.module._jepa import BioJEPAModule, Modality, Task
 from scjepa.module._modality import ModalityBranch
 from scjepa.module._perturbation import PerturbationEncoder
 from scjepa.module._predictor import ConditionalPredictor
@@ -11,6 +11,7 @@ __all__ = [
     "BioJEPAModule",
     "CellEncoder",
     "ConditionalPredictor",
+    "Modality",
     "ModalityBranch",
     "NegativeBinomialDecoder",
     "PerturbationEncoder",

@@ -27,6 +27,14 @@ from scjepa.train._losses import (
 )
 
 
+class Modality(IntEnum):
+    """Which modality the cross-modal predictor is asked for; each has a learned token."""
+
+    RNA = 0
+    PROTEIN = 1
+    ATAC = 2
+
+
 class Task(IntEnum):
     """What the predictor is asked to do; each task has a learned context token."""
 
@@ -55,12 +63,12 @@ class BioJEPAModule(BaseModuleClass):
       of a video, Bardes et al. 2024; matching unpaired snapshots by optimal transport follows
       Waddington-OT, Schiebinger et al., Cell 2019). ``Δt = 0`` pairs anchor the reference "no
       time passes";
-    * modality (CITE-seq): the RNA embedding of a cell plus the target modality's token predicts
-      the target embedding of its proteins, and the protein embedding predicts the RNA target
-      embedding; the cells are paired, so this is a plain prediction error. It puts both
-      modalities in one space, and a head trained on the predicted protein embeddings reads
-      protein values for cells measured by RNA alone. Cells without protein counts (an all-zero
-      row) are left out of it.
+    * modality (CITE-seq, multiome): the RNA embedding of a cell plus the target modality's
+      token predicts the target embedding of its proteins (or chromatin), and that embedding
+      predicts the RNA target embedding; the cells are paired, so this is a plain prediction
+      error. It puts the modalities in one space, and a head per modality trained on the
+      predicted embeddings reads protein values (or accessibility) for cells measured by RNA
+      alone. Cells without counts of a modality (an all-zero row) are left out of its part.
 
     VICReg variance and covariance terms (Bardes et al., ICLR 2022) on the context embeddings and
     on predictions keep the embedding from collapsing. A negative binomial decoder reads
@@ -132,11 +140,12 @@ class BioJEPAModule(BaseModuleClass):
     time_weight
         Weight of the temporal objective relative to the masked-gene objective.
     n_proteins
-        Number of features of a second modality (e.g. surface proteins); 0 for RNA alone.
+        Number of surface proteins; 0 without proteins.
     modality_weight
         Weight of the cross-modal objective relative to the masked-gene objective.
     modality_readout_weight
-        Weight of the squared error of the protein head. On ``citeseq_demo`` (80 epochs, seed
+        Weight of the squared error of the protein head (and of the cross-entropy of the
+        accessibility head). On ``citeseq_demo`` (80 epochs, seed
         0), raising it from 10 to 100 lifted the held-out mean per-protein Pearson from 0.41 to
         0.48.
     protein_mean, protein_scale
@@ -152,6 +161,13 @@ class BioJEPAModule(BaseModuleClass):
         and deep head (Cheng et al., DLRS 2016): the linear part carries what is linear in
         the cell's leading axes of variation, the embedding what is not. ``None`` adds it
         whenever ``input_axes`` is given.
+    n_peaks
+        Number of chromatin regions (ATAC peaks); 0 without ATAC.
+    atac_mean
+        Logit of each region's accessible fraction in the training cells, where the
+        accessibility head starts from (see :class:`~scjepa.module.ModalityBranch`).
+    atac_linear_path
+        As ``protein_linear_path``, for the accessibility head.
     """
 
     def __init__(
@@ -189,15 +205,20 @@ class BioJEPAModule(BaseModuleClass):
         protein_scale: torch.Tensor | None = None,
         input_axes: tuple[torch.Tensor, torch.Tensor] | None = None,
         protein_linear_path: bool | None = None,
+        n_peaks: int = 0,
+        atac_mean: torch.Tensor | None = None,
+        atac_linear_path: bool | None = None,
     ):
         super().__init__()
-        if protein_linear_path is None:
-            protein_linear_path = input_axes is not None
-        if protein_linear_path and input_axes is None:
-            raise ValueError(
-                "`protein_linear_path` reads the cells' principal-axis coordinates; set "
-                "`n_input_components` too."
-            )
+        n_axes = 0 if input_axes is None else input_axes[0].shape[1]
+        linear_inputs = {}
+        for name, flag in [("protein", protein_linear_path), ("atac", atac_linear_path)]:
+            if flag and input_axes is None:
+                raise ValueError(
+                    f"`{name}_linear_path` reads the cells' principal-axis coordinates; set "
+                    "`n_input_components` too."
+                )
+            linear_inputs[name] = n_axes if flag or flag is None else 0
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"`mask_ratio` must lie in (0, 1), got {mask_ratio}.")
         self.n_input = n_input
@@ -246,10 +267,22 @@ class BioJEPAModule(BaseModuleClass):
                 dropout=dropout,
                 feature_mean=protein_mean,
                 feature_scale=protein_scale,
-                n_linear_input=input_axes[0].shape[1] if protein_linear_path else 0,
+                n_linear_input=linear_inputs["protein"],
             )
-            # which modality the cross-modal predictor is asked for: 0 RNA, 1 protein
-            self.modality_embedding = torch.nn.Embedding(2, n_perturbation_embedding)
+        self.atac_branch = None
+        if n_peaks > 0:
+            self.atac_branch = ModalityBranch(
+                n_peaks,
+                n_latent,
+                dropout=dropout,
+                feature_mean=atac_mean,
+                n_linear_input=linear_inputs["atac"],
+                likelihood="bernoulli",
+            )
+        if self.branches:
+            # models without ATAC keep the two tokens they were saved with
+            n_tokens = len(Modality) if self.atac_branch is not None else Modality.ATAC
+            self.modality_embedding = torch.nn.Embedding(n_tokens, n_perturbation_embedding)
         if expression_decoder is None:
             expression_decoder = perturbation_features is not None or time_span is not None
         self.decoder = None
@@ -261,16 +294,28 @@ class BioJEPAModule(BaseModuleClass):
         """Set training mode; the target encoders always stay in evaluation mode (no dropout)."""
         super().train(mode)
         self.target_encoder.eval()
-        if self.protein_branch is not None:
-            self.protein_branch.target_encoder.eval()
+        for branch in self.branches.values():
+            branch.target_encoder.eval()
         return self
+
+    @property
+    def branches(self) -> dict[Modality, ModalityBranch]:
+        """The branches of the modalities registered next to RNA."""
+        branches = {Modality.PROTEIN: self.protein_branch, Modality.ATAC: self.atac_branch}
+        return {modality: branch for modality, branch in branches.items() if branch is not None}
+
+    def branch(self, modality: Modality) -> ModalityBranch:
+        """The branch of ``modality``, or a clear error for a model built without it."""
+        if modality not in self.branches:
+            raise ValueError(f"This model was set up without {modality.name.lower()} counts.")
+        return self.branches[modality]
 
     @torch.no_grad()
     def update_target_encoder(self, momentum: float) -> None:
         """Move the target encoders towards the online encoders by ``1 - momentum``."""
         ema_update(self.target_encoder, self.encoder, momentum)
-        if self.protein_branch is not None:
-            ema_update(self.protein_branch.target_encoder, self.protein_branch.encoder, momentum)
+        for branch in self.branches.values():
+            ema_update(branch.target_encoder, branch.encoder, momentum)
 
     # ----------------------------------------------------------------------------- inference API
     @auto_move_data
@@ -348,32 +393,42 @@ class BioJEPAModule(BaseModuleClass):
         return self.predictor(context, token + self.time_encoder(elapsed))
 
     def predict_modality(
-        self, context: torch.Tensor, target: int | torch.Tensor = 1
+        self, context: torch.Tensor, target: int | torch.Tensor = Modality.PROTEIN
     ) -> torch.Tensor:
-        """Embeddings of modality ``target`` (0 RNA, 1 protein) predicted from ``context``.
+        """Embeddings of modality ``target`` (a :class:`Modality`) predicted from ``context``.
 
         ``target`` is one modality for every row, or a tensor of one per row.
         """
-        if self.protein_branch is None:
+        if not self.branches:
             raise ValueError("This model was set up with RNA alone.")
         target = torch.as_tensor(target, device=context.device).expand(len(context))
         token = self.condition(Task.MODALITY, len(context))
         return self.predictor(context, token + self.modality_embedding(target))
 
     @auto_move_data
-    def embed_protein(self, protein: torch.Tensor) -> torch.Tensor:
-        """Target-encoder embeddings of protein counts."""
-        return self.protein_branch.target_encoder(log_normalize(protein)[0])
+    def embed_modality(self, counts: torch.Tensor, modality: Modality) -> torch.Tensor:
+        """Target-encoder embeddings of counts of ``modality`` (proteins or regions)."""
+        branch = self.branch(modality)
+        return branch.target_encoder(branch.encoder_input(counts))
 
     @auto_move_data
-    def predict_protein(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predicted protein embeddings and log-normalised values of cells with RNA counts ``x``."""
-        normalized = log_normalize(x)[0]
-        z = self.predict_modality(self.encoder(normalized), target=1)
-        return z, self.protein_branch.decode(z, self._linear_input(normalized))
+    def predict_features(
+        self, x: torch.Tensor, modality: Modality
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted embeddings and values of ``modality`` for cells with RNA counts ``x``.
 
-    def _linear_input(self, normalized: torch.Tensor) -> torch.Tensor | None:
-        if self.protein_branch.linear_path is None:
+        Values are log-normalised protein values, or probabilities that regions are accessible
+        (see :meth:`ModalityBranch.values`).
+        """
+        branch = self.branch(modality)
+        normalized = log_normalize(x)[0]
+        z = self.predict_modality(self.encoder(normalized), target=modality)
+        return z, branch.values(branch.decode(z, self._linear_input(normalized, branch)))
+
+    def _linear_input(
+        self, normalized: torch.Tensor, branch: ModalityBranch
+    ) -> torch.Tensor | None:
+        if branch.linear_path is None:
             return None
         return self.encoder.axes(normalized)
 
@@ -471,14 +526,14 @@ class BioJEPAModule(BaseModuleClass):
         else:
             time_loss = z_target.new_zeros(())
         cross = self._modality_objective(tensors, inference_outputs)
-        if cross is not None:
-            var_loss = var_loss + variance_loss(cross["online"]) + variance_loss(cross["predicted"])
-            cov_loss = (
-                cov_loss + covariance_loss(cross["online"]) + covariance_loss(cross["predicted"])
-            )
-            modality_loss, protein_loss = cross["aligned"], cross["readout"]
-        else:
-            modality_loss = protein_loss = z_target.new_zeros(())
+        modality_loss = z_target.new_zeros(())
+        readouts = {modality: z_target.new_zeros(()) for modality in Modality if modality}
+        for modality, parts in cross.items():
+            for embedding in (parts["online"], parts["predicted"]):
+                var_loss = var_loss + variance_loss(embedding)
+                cov_loss = cov_loss + covariance_loss(embedding)
+            modality_loss = modality_loss + parts["aligned"]
+            readouts[modality] = parts["readout"]
 
         nll = self._expression_nll(tensors, inference_outputs, generative_outputs)
 
@@ -498,7 +553,7 @@ class BioJEPAModule(BaseModuleClass):
             jepa_loss
             + nll.mean() / self.n_input
             + w["readout"] * readout_loss
-            + w["modality_readout"] * protein_loss
+            + w["modality_readout"] * sum(readouts.values())
         )
 
         with torch.no_grad():
@@ -509,7 +564,8 @@ class BioJEPAModule(BaseModuleClass):
                 "perturbation_loss": pert_loss.detach(),
                 "time_loss": time_loss.detach(),
                 "modality_loss": modality_loss.detach(),
-                "protein_readout_loss": protein_loss.detach(),
+                "protein_readout_loss": readouts[Modality.PROTEIN].detach(),
+                "atac_readout_loss": readouts[Modality.ATAC].detach(),
                 "readout_loss": readout_loss.detach(),
                 "variance_loss": var_loss.detach(),
                 "covariance_loss": covariance_loss(z_target).detach(),
@@ -691,42 +747,57 @@ class BioJEPAModule(BaseModuleClass):
             ),
         }
 
-    def _modality_objective(self, tensors: dict, inference_outputs: dict) -> dict | None:
-        """Predict each measured modality's target embedding from the other one, per cell."""
-        if self.protein_branch is None or SCJEPA_KEYS.PROTEIN_KEY not in tensors:
-            return None
-        counts = to_dense(tensors[SCJEPA_KEYS.PROTEIN_KEY])
-        measured = torch.nonzero(counts.sum(dim=1) > 0).reshape(-1)
-        if len(measured) < 2:
-            return None
-        protein = log_normalize(counts[measured])[0]
-        branch = self.protein_branch
-        online = branch.encoder(protein)
-        with torch.no_grad():
-            target = branch.target_encoder(protein)
-        # The RNA side starts from the masked view: predicting proteins from a cell with 40% of
-        # its detected genes hidden keeps the RNA encoder and the head from fitting each cell's
-        # noise. On citeseq_demo (seed 0, 100 epochs) the held-out mean per-protein Pearson rose
-        # from 0.478 to 0.510 and the RMSE fell from 0.775 to 0.747.
-        context = inference_outputs["z_masked"][measured]
-        # one predictor call for both directions: protein -> RNA (0), RNA -> protein (1)
-        n = len(measured)
-        target_modality = torch.arange(2, device=counts.device).repeat_interleave(n)
-        to_rna, to_protein = self.predict_modality(
-            torch.cat([online, context]), target=target_modality
-        ).split(n)
-        aligned = F.mse_loss(to_protein, target) + F.mse_loss(
-            to_rna, inference_outputs["z_target"][measured]
-        )
-        # the head learns from measured embeddings and from predicted ones, which are what
-        # predict_modality decodes; the latter also teaches the predictor what proteins need
-        linear_input = self._linear_input(inference_outputs["normalized"])
-        if linear_input is not None:
-            linear_input = linear_input[measured]
-        readout = F.mse_loss(branch.decode(to_protein, linear_input), protein) + F.mse_loss(
-            branch.decode(target, linear_input), protein
-        )
-        return {"online": online, "predicted": to_protein, "aligned": aligned, "readout": readout}
+    def _modality_objective(self, tensors: dict, inference_outputs: dict) -> dict:
+        """Predict each measured modality's target embedding from RNA and back, per cell.
+
+        Returns, per modality with at least two measured cells in the minibatch, its online and
+        predicted embeddings (for the VICReg terms), the alignment error and the head's loss.
+        """
+        keys = {Modality.PROTEIN: SCJEPA_KEYS.PROTEIN_KEY, Modality.ATAC: SCJEPA_KEYS.ATAC_KEY}
+        outputs = {}
+        for modality, branch in self.branches.items():
+            if keys[modality] not in tensors:
+                continue
+            counts = tensors[keys[modality]]
+            measured = torch.nonzero(library_size(counts) > 0).reshape(-1)
+            if len(measured) < 2:
+                continue
+            counts = to_dense(counts)[measured]
+            inputs = branch.encoder_input(counts)
+            online = branch.encoder(inputs)
+            with torch.no_grad():
+                target = branch.target_encoder(inputs)
+            # The RNA side starts from the masked view: predicting proteins from a cell with 40%
+            # of its detected genes hidden keeps the RNA encoder and the head from fitting each
+            # cell's noise. On citeseq_demo (seed 0, 100 epochs) the held-out mean per-protein
+            # Pearson rose from 0.478 to 0.510 and the RMSE fell from 0.775 to 0.747.
+            context = inference_outputs["z_masked"][measured]
+            # one predictor call for both directions: modality -> RNA, RNA -> modality
+            n = len(measured)
+            target_modality = torch.full((2 * n,), int(modality), device=online.device)
+            target_modality[:n] = Modality.RNA
+            to_rna, to_modality = self.predict_modality(
+                torch.cat([online, context]), target=target_modality
+            ).split(n)
+            aligned = F.mse_loss(to_modality, target) + F.mse_loss(
+                to_rna, inference_outputs["z_target"][measured]
+            )
+            # the head learns from measured embeddings and from predicted ones, which are what
+            # predict_features decodes; the latter also teaches the predictor what the head needs
+            linear_input = self._linear_input(inference_outputs["normalized"], branch)
+            if linear_input is not None:
+                linear_input = linear_input[measured]
+            observed = branch.observed(counts)
+            readout = branch.readout_loss(
+                branch.decode(to_modality, linear_input), observed
+            ) + branch.readout_loss(branch.decode(target, linear_input), observed)
+            outputs[modality] = {
+                "online": online,
+                "predicted": to_modality,
+                "aligned": aligned,
+                "readout": readout,
+            }
+        return outputs
 
     def _readout_loss(
         self,

@@ -1,28 +1,40 @@
-"""A second modality's encoders and decoder head (e.g. surface proteins next to RNA)."""
+"""Another modality's encoders and decoder head (surface proteins or chromatin next to RNA)."""
 
 from __future__ import annotations
 
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from scjepa.module._encoder import CellEncoder, mlp
+from scjepa.module._normalize import binarize, log_normalize, to_dense
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+"""Observation models of :class:`ModalityBranch`."""
 
 
 class ModalityBranch(nn.Module):
-    """Online and target (EMA) encoders of a second modality, and a head that reads it back.
+    """Online and target (EMA) encoders of another modality, and a head that reads it back.
 
-    The encoders map the modality's log-normalised counts into the same embedding space as the
-    RNA encoders (the cross-modal objective of :class:`~scjepa.module.BioJEPAModule` aligns
-    them); the head maps an embedding to the modality's log-normalised values, a Gaussian mean,
-    as totalVI models normalised protein (Gayoso et al., Nature Methods 2021) up to its
-    background mixture.
+    The encoders map the modality's normalised counts into the same embedding space as the RNA
+    encoders (the cross-modal objective of :class:`~scjepa.module.BioJEPAModule` aligns them);
+    the head maps an embedding back to the modality under one of two observation models:
+
+    * ``"gaussian"`` (surface proteins): the head gives log-normalised values, a Gaussian mean,
+      as totalVI models normalised protein (Gayoso et al., Nature Methods 2021) up to its
+      background mixture. The encoders read log-normalised counts.
+    * ``"bernoulli"`` (chromatin accessibility): the head gives the logit of each region being
+      accessible, scored against binarised counts, as PeakVI models ATAC (Ashuach et al.,
+      Nature Methods 2022). The encoders read binarised counts scaled by the number of
+      accessible regions of the cell and log-transformed, a term frequency without the inverse
+      document frequency of TF-IDF, so deeply sequenced cells do not look more open.
 
     Parameters
     ----------
     n_input
-        Number of features of the modality (e.g. proteins).
+        Number of features of the modality (proteins, regions).
     n_latent
         Embedding dimension.
     n_hidden
@@ -30,11 +42,15 @@ class ModalityBranch(nn.Module):
     dropout
         Encoder dropout.
     feature_mean, feature_scale
-        Per-feature mean and standard deviation of the training cells' log-normalised values;
-        ``None`` gives 0 and 1 (an unstandardised head).
+        What the head's standardised output is shifted and scaled by, per feature: for
+        ``"gaussian"`` the training cells' mean and standard deviation of log-normalised values,
+        for ``"bernoulli"`` the logit of each region's accessible fraction (and scale 1), so the
+        head starts from each feature's training average. ``None`` gives 0 and 1.
     n_linear_input
         Width of an input the head also reads linearly (``0``: none), starting at zero so the
         head begins as the embedding read-out alone.
+    likelihood
+        ``"gaussian"`` or ``"bernoulli"``.
     """
 
     def __init__(
@@ -46,8 +62,12 @@ class ModalityBranch(nn.Module):
         feature_mean: torch.Tensor | None = None,
         feature_scale: torch.Tensor | None = None,
         n_linear_input: int = 0,
+        likelihood: str = "gaussian",
     ):
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}, got {likelihood!r}.")
+        self.likelihood = likelihood
         mean = torch.zeros(n_input) if feature_mean is None else feature_mean
         scale = torch.ones(n_input) if feature_scale is None else feature_scale
         if mean.shape != (n_input,) or scale.shape != (n_input,):
@@ -70,12 +90,39 @@ class ModalityBranch(nn.Module):
         self.target_encoder.eval()
         return self
 
+    def encoder_input(self, counts: torch.Tensor) -> torch.Tensor:
+        """What the encoders read of raw counts (dense or sparse)."""
+        if self.likelihood == "bernoulli":
+            counts = binarize(counts)
+        return log_normalize(counts)[0]
+
+    def observed(self, counts: torch.Tensor) -> torch.Tensor:
+        """Dense values the head is scored against: log-normalised or binarised counts."""
+        if self.likelihood == "bernoulli":
+            return to_dense(binarize(counts))
+        return to_dense(log_normalize(counts)[0])
+
     def decode(self, z: torch.Tensor, linear_input: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-normalised values of the modality read from embeddings."""
+        """The head's output for embeddings: log-normalised values, or accessibility logits."""
         standardised = self.head(z)
         if self.linear_path is not None:
             standardised = standardised + self.linear_path(linear_input)
         return self.feature_mean + self.feature_scale * standardised
+
+    def readout_loss(self, decoded: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """Mean per-value loss of :meth:`decode`'s output against :meth:`observed` values."""
+        if self.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(decoded, observed)
+        return F.mse_loss(decoded, observed)
+
+    def values(self, decoded: torch.Tensor) -> torch.Tensor:
+        """Predicted values from :meth:`decode`'s output.
+
+        Non-negative log-normalised values, or probabilities that regions are accessible.
+        """
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(decoded)
+        return decoded.clamp(min=0)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # models saved before the head was standardised read values unstandardised

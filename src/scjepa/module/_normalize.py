@@ -106,6 +106,16 @@ def _uniform(shape, generator: torch.Generator | None, device: torch.device) -> 
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
+def binarize(x: torch.Tensor) -> torch.Tensor:
+    """``1`` where counts are positive, ``0`` elsewhere, in the layout of ``x``."""
+    if not is_sparse(x):
+        return (x > 0).to(x.dtype)
+    x = as_csr(x)
+    return torch.sparse_csr_tensor(
+        x.crow_indices(), x.col_indices(), (x.values() > 0).to(x.dtype), size=x.shape
+    )
+
+
 def to_dense(x: torch.Tensor) -> torch.Tensor:
     """A dense copy of ``x`` (no copy if it already is dense)."""
     return x.to_dense() if is_sparse(x) else x
