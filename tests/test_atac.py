@@ -221,3 +221,25 @@ def test_rna_counts_of_protein_baseline_unchanged_by_atac_support():
     assert pred.uns["scjepa"]["X"] == "log1p_normalized"
     target = np.asarray(log_normalized_matrix(mdata["protein"], "counts"))
     assert np.nanmean(feature_pearson(pred.X, target)) > 0.3
+
+
+def test_multivi_baseline_imputes_accessibility_of_rna_only_cells():
+    mdata = small_multiome()
+    rna, atac = mdata["rna"], mdata["atac"]
+    held = np.random.default_rng(0).random(rna.n_obs) < 0.25
+    baseline = scjepa.baselines.MultiVIModalityBaseline(
+        batch_key="batch", max_epochs=60, train_kwargs={"lr": 1e-3}
+    )
+    with pytest.raises(RuntimeError, match="fit"):
+        baseline.predict_modality(rna[held])
+    with pytest.raises(ValueError, match="RNA cells"):
+        baseline.fit(rna[held], atac)
+    pred = baseline.fit(rna[~held], atac[~held]).predict_modality(rna[held], seed=0)
+    assert pred.shape == (held.sum(), atac.n_vars)
+    assert list(pred.obs_names) == list(rna.obs_names[held])
+    assert list(pred.var_names) == list(atac.var_names)
+    assert pred.uns["scjepa"]["method"] == "MultiVI"
+    assert pred.X.min() >= 0 and pred.X.max() <= 1
+    assert baseline.train_seconds_ > 0 and baseline.latent_.shape[0] == (~held).sum()
+    observed = atac[held].layers["counts"].toarray()
+    assert np.nanmean(feature_auroc(pred.X, observed)) > 0.55

@@ -6,6 +6,7 @@ from scjepa.baselines._modality import (
     ModalityBaseline,
     RidgeModalityBaseline,
 )
+from scjepa.baselines._multivi import MultiVIModalityBaseline
 from scjepa.baselines._simple import (
     AdditiveBaseline,
     MeanPerturbationBaseline,
@@ -25,6 +26,7 @@ __all__ = [
     "LinearBaseline",
     "MeanPerturbationBaseline",
     "ModalityBaseline",
+    "MultiVIModalityBaseline",
     "NearestTimeBaseline",
     "NoChangeBaseline",
     "OTInterpolationBaseline",

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import scvi
 from anndata import AnnData
-from scipy import sparse
 
+from scjepa.baselines._stacked import stacked_counts
 from scjepa.data._features import log_normalize
 from scjepa.data._matrix import dense
 from scjepa.data._prediction import modality_prediction_anndata
@@ -75,7 +75,7 @@ class TotalVIModalityBaseline:
         train_rna, train_protein = self._train
         query_rna = rna.copy()
         query_rna.obs_names = [f"query-{name}" for name in rna.obs_names]
-        combined = _stacked(train_rna, query_rna, self.rna_layer, self.batch_key)
+        combined = stacked_counts(train_rna, query_rna, self.rna_layer, self.batch_key)
         proteins = dense(get_layer(train_protein, self.protein_layer))
         combined.obsm["protein_expression"] = pd.DataFrame(
             np.vstack([proteins, np.zeros((rna.n_obs, proteins.shape[1]), dtype=np.float32)]),
@@ -101,19 +101,3 @@ class TotalVIModalityBaseline:
         )
         values = np.asarray(log_normalize(np.asarray(protein, dtype=np.float64)))
         return modality_prediction_anndata(rna, train_protein.var, values, method=self.name)
-
-
-def _stacked(train: AnnData, query: AnnData, layer: str | None, batch_key: str | None) -> AnnData:
-    """Training and query RNA counts in one AnnData; query cells get batches of their own."""
-    counts = sparse.vstack(
-        [sparse.csr_matrix(get_layer(train, layer)), sparse.csr_matrix(get_layer(query, layer))]
-    ).tocsr()
-    train_batch = train.obs[batch_key].astype(str) if batch_key else pd.Series("0", train.obs_names)
-    query_batch = query.obs[batch_key].astype(str) if batch_key else pd.Series("0", query.obs_names)
-    obs = pd.DataFrame(
-        {"_batch": np.concatenate([train_batch.to_numpy(), ("query-" + query_batch).to_numpy()])},
-        index=list(train.obs_names) + list(query.obs_names),
-    )
-    combined = AnnData(X=counts, obs=obs, var=pd.DataFrame(index=train.var_names.copy()))
-    combined.layers["counts"] = counts.copy()
-    return combined
