@@ -149,7 +149,8 @@ def run_one(seed: int, epochs: int, task: str) -> pd.DataFrame:
 
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean ± sd over seeds per task and method."""
-    grouped = scores.groupby(["task", "method"])[[m for m in METRICS if m in scores]]
+    scored = [m for m in METRICS if scores[m].notna().any()]
+    grouped = scores.groupby(["task", "method"])[scored]
     return grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
 
 
@@ -219,9 +220,11 @@ def main() -> None:
     scores = pd.concat(
         [run_one(seed, args.epochs, task) for task in args.tasks for seed in args.seeds],
         ignore_index=True,
-    )
+    ).reindex(columns=["task", "seed", "method", *METRICS])
+    # one task alone is written next to, not over, the full run's results
+    name = "multiomics" if set(args.tasks) == set(SCORED) else f"multiomics_{args.tasks[0]}"
     report(
-        "multiomics",
+        name,
         summarise(scores),
         bar_check(scores),
         scores,

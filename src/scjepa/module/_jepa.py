@@ -144,10 +144,9 @@ class BioJEPAModule(BaseModuleClass):
     modality_weight
         Weight of the cross-modal objective relative to the masked-gene objective.
     modality_readout_weight
-        Weight of the squared error of the protein head (and of the cross-entropy of the
-        accessibility head). On ``citeseq_demo`` (80 epochs, seed
-        0), raising it from 10 to 100 lifted the held-out mean per-protein Pearson from 0.41 to
-        0.48.
+        Weight of the squared error of the protein head and of the cross-entropy of the
+        accessibility head. On ``citeseq_demo`` (80 epochs, seed 0), raising it from 10 to 100
+        lifted the held-out mean per-protein Pearson from 0.41 to 0.48.
     protein_mean, protein_scale
         Per-protein mean and standard deviation of the training cells' log-normalised protein
         values, which the protein head's output is standardised by (see
@@ -281,7 +280,7 @@ class BioJEPAModule(BaseModuleClass):
             )
         if self.branches:
             # models without ATAC keep the two tokens they were saved with
-            n_tokens = len(Modality) if self.atac_branch is not None else Modality.ATAC
+            n_tokens = len(Modality) if self.atac_branch is not None else int(Modality.ATAC)
             self.modality_embedding = torch.nn.Embedding(n_tokens, n_perturbation_embedding)
         if expression_decoder is None:
             expression_decoder = perturbation_features is not None or time_span is not None
