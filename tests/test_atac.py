@@ -58,6 +58,11 @@ def test_multiome_demo_accessibility_follows_cell_state():
         scjepa.datasets.multiome_demo(n_peaks=5)
 
 
+def test_setup_refuses_a_layer_of_a_missing_modality():
+    with pytest.raises(ValueError, match="Modality 'protein'"):
+        scjepa.BioJEPA.setup_mudata(small_multiome(), protein_layer="counts", **SETUP)
+
+
 def test_feature_auroc_matches_pairwise_definition(rng):
     predicted = rng.random((40, 3))
     observed = (rng.random((40, 3)) < predicted).astype(float)
@@ -101,7 +106,7 @@ def test_accessibility_branch_reads_binarised_counts_and_scores_them():
     torch.testing.assert_close(
         branch.encoder_input(counts.to_sparse_csr()).to_dense(), branch.encoder_input(counts)
     )
-    torch.testing.assert_close(branch.observed(counts), binary)
+    torch.testing.assert_close(branch.observed(branch.encoder_input(counts)), binary)
     z = torch.randn(2, 4)
     with torch.no_grad():
         logits = branch.decode(z)
@@ -176,6 +181,11 @@ def test_mosaic_cells_without_atac_are_padded_sparse_and_train():
     assert padded[:100].nnz == 0
     assert (padded[100:] != atac.layers["counts"]).nnz == 0
     model = scjepa.BioJEPA(mosaic, n_latent=8, n_hidden=16, n_predictor_hidden=16)
+    # the head starts from the accessible fractions of the measured cells only
+    fraction = np.clip((atac.layers["counts"] > 0).mean(axis=0).A1, 1e-4, 1 - 1e-4)
+    np.testing.assert_allclose(
+        model.module.atac_branch.feature_mean.numpy(), np.log(fraction / (1 - fraction)), rtol=1e-4
+    )
     model.train(max_epochs=2, batch_size=100, enable_progress_bar=False)
     assert np.isfinite(model.history["atac_readout_loss_train"].to_numpy(dtype=float)).all()
     embedding = model.get_latent_representation(modality="atac")
@@ -211,6 +221,22 @@ def test_rna_protein_and_atac_in_one_model():
     # proteins can be left out explicitly
     scjepa.BioJEPA.setup_mudata(mdata, modalities={"protein_layer": None}, **SETUP)
     assert scjepa.BioJEPA(mdata, n_latent=8, n_hidden=16).module.protein_branch is None
+
+
+def test_accessibility_head_reads_rna_axes_linearly():
+    mdata = small_multiome()
+    scjepa.BioJEPA.setup_mudata(mdata, **SETUP)
+    with pytest.raises(ValueError, match="atac_linear_path"):
+        scjepa.BioJEPA(mdata, n_latent=8, n_hidden=16, atac_linear_path=True)
+    model = scjepa.BioJEPA(mdata, n_latent=8, n_hidden=16, n_input_components=10)
+    linear = model.module.atac_branch.linear_path
+    assert linear.weight.shape == (mdata["atac"].n_vars, 10) and not linear.weight.any()
+    model.train(max_epochs=2, batch_size=100, enable_progress_bar=False)
+    assert linear.weight.abs().sum() > 0
+    off = scjepa.BioJEPA(
+        mdata, n_latent=8, n_hidden=16, n_input_components=10, atac_linear_path=False
+    )
+    assert off.module.atac_branch.linear_path is None
 
 
 def test_rna_counts_of_protein_baseline_unchanged_by_atac_support():

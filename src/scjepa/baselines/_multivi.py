@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scvi
 from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
-from scjepa.baselines._stacked import stacked_counts
+from scjepa.baselines._scvi_imputation import ScviImputationBaseline, stacked_counts
 from scjepa.data._matrix import dense
-from scjepa.data._prediction import modality_prediction_anndata
 from scjepa.data._validation import get_layer
 
 
-class MultiVIModalityBaseline:
+class MultiVIModalityBaseline(ScviImputationBaseline):
     """Accessibility imputed by MultiVI for cells measured by RNA alone.
 
     MultiVI (Ashuach et al., Nature Methods 2023) is trained on the training cells (RNA and
@@ -47,6 +44,8 @@ class MultiVIModalityBaseline:
     """
 
     name = "MultiVI"
+    modality = "ATAC"
+    values = "accessibility_probability"
 
     def __init__(
         self,
@@ -57,60 +56,31 @@ class MultiVIModalityBaseline:
         train_kwargs: dict | None = None,
         **model_kwargs,
     ):
-        self.batch_key = batch_key
-        self.rna_layer = rna_layer
-        self.atac_layer = atac_layer
-        self.max_epochs = max_epochs
-        self.train_kwargs = dict(train_kwargs or {})
-        self.model_kwargs = model_kwargs
-        self.train_seconds_: float | None = None
-        self.latent_: np.ndarray | None = None
-        self._train = None
+        super().__init__(batch_key, rna_layer, atac_layer, max_epochs, train_kwargs, model_kwargs)
 
-    def fit(self, rna: AnnData, atac: AnnData) -> MultiVIModalityBaseline:
-        """Keep the training cells (RNA and ATAC) for training with the cells to predict."""
-        if not atac.obs_names.isin(rna.obs_names).all():
-            raise ValueError("Every ATAC cell must be one of the RNA cells.")
-        self._train = (rna[atac.obs_names], atac)
-        return self
-
-    def predict_modality(self, rna: AnnData, seed: int = 0) -> AnnData:
-        """Train MultiVI on training plus query cells and impute the query cells' accessibility."""
-        if self._train is None:
-            raise RuntimeError("Call `fit` before predicting with MultiVIModalityBaseline.")
-        train_rna, train_atac = self._train
-        query_rna = rna.copy()
-        query_rna.obs_names = [f"query-{name}" for name in rna.obs_names]
+    def _model(self, train_rna: AnnData, train_atac: AnnData, query_rna: AnnData):
         # query cells keep their batches: MultiVI tells a missing modality by its zero counts
         expression = stacked_counts(
             train_rna, query_rna, self.rna_layer, self.batch_key, query_batches=False
         )
         regions = sparse.vstack(
             [
-                sparse.csr_matrix(get_layer(train_atac, self.atac_layer), dtype=np.float32),
-                sparse.csr_matrix((rna.n_obs, train_atac.n_vars), dtype=np.float32),
+                sparse.csr_matrix(get_layer(train_atac, self.target_layer), dtype=np.float32),
+                sparse.csr_matrix((query_rna.n_obs, train_atac.n_vars), dtype=np.float32),
             ]
         ).tocsr()
         accessibility = AnnData(X=regions, obs=expression.obs[[]].copy(), var=train_atac.var[[]])
         mdata = MuData({"rna": expression, "atac": accessibility})
-        mdata.obs["_batch"] = expression.obs["_batch"].to_numpy()
-        scvi.settings.seed = seed
         scvi.model.MULTIVI.setup_mudata(
             mdata,
             rna_layer="counts",
             batch_key="_batch",
             modalities={"rna_layer": "rna", "atac_layer": "atac", "batch_key": "rna"},
         )
-        model = scvi.model.MULTIVI(mdata, **self.model_kwargs)
-        start = time.time()
-        model.train(max_epochs=self.max_epochs, enable_progress_bar=False, **self.train_kwargs)
-        self.train_seconds_ = time.time() - start
-        query = np.arange(train_rna.n_obs, mdata.n_obs)
-        self.latent_ = model.get_latent_representation(indices=np.arange(train_rna.n_obs))
+        return scvi.model.MULTIVI(mdata, **self.model_kwargs)
+
+    def _imputed(self, model, n_train: int, query: np.ndarray) -> np.ndarray:
         estimate = getattr(model, "get_normalized_accessibility", None)
         if estimate is None:  # the name before scvi-tools 1.3
             estimate = model.get_accessibility_estimates
-        values = dense(estimate(indices=query, return_numpy=True))
-        return modality_prediction_anndata(
-            rna, train_atac.var, values, method=self.name, X="accessibility_probability"
-        )
+        return dense(estimate(indices=query, return_numpy=True))

@@ -28,24 +28,23 @@ OTHER_MODALITY_FIELDS = {"protein_layer": "proteins", "atac_layer": "chromatin a
 
 
 def resolve_modalities(
-    mdata: MuData, modalities: dict[str, str | None] | None, atac_layer: str | None
+    mdata: MuData, modalities: dict[str, str | None] | None, layers: dict[str, str | None]
 ) -> dict[str, str | None]:
     """Which modality holds each field; ``None`` for a modality that is not registered.
 
     A protein or ATAC modality is registered when the MuData holds a modality of the name given
-    for it (``"protein"`` and ``"atac"`` by default). Naming one explicitly (in ``modalities``,
-    or by passing ``atac_layer``) that the MuData lacks is an error, as is naming none.
+    for it (``"protein"`` and ``"atac"`` by default). Asking for one the MuData lacks (naming it
+    in ``modalities``, or passing its layer in ``layers``) is an error, as is registering none.
     """
     if not isinstance(mdata, MuData):
         raise TypeError(f"`setup_mudata` needs a MuData, got {type(mdata).__name__}.")
     explicit = dict(modalities or {})
     resolved = {**DEFAULT_MODALITIES, **explicit}
     for field, name in resolved.items():
-        requested = field in explicit or field in ("rna_layer", "batch_key", "labels_key")
-        requested = requested or (field == "atac_layer" and atac_layer is not None)
         if name is None or name in mdata.mod:
             continue
-        if field in OTHER_MODALITY_FIELDS and not requested:
+        optional = field in OTHER_MODALITY_FIELDS and field not in explicit
+        if optional and layers.get(field) is None:
             resolved[field] = None
             continue
         raise ValueError(
@@ -138,17 +137,14 @@ def _aligned(other: AnnData, obs_names: pd.Index, layer: str | None) -> AnnData:
 
     Sparse counts (ATAC) stay sparse.
     """
-    values = get_layer(other, layer)
     position = obs_names.get_indexer(other.obs_names)
-    if sparse.issparse(values):
-        rows = sparse.csr_matrix(
-            (np.ones(len(position), dtype=np.float32), (position, np.arange(len(position)))),
-            shape=(len(obs_names), other.n_obs),
-        )
-        full = (rows @ sparse.csr_matrix(values)).astype(np.float32).tocsr()
-    else:
-        full = np.zeros((len(obs_names), other.n_vars), dtype=np.float32)
-        full[position] = np.asarray(values)
+    # places each measured cell's row at its position; the other rows stay zero
+    placement = sparse.csr_matrix(
+        (np.ones(len(position), dtype=np.float32), (position, np.arange(len(position)))),
+        shape=(len(obs_names), other.n_obs),
+    )
+    full = placement @ get_layer(other, layer)
+    full = full.astype(np.float32).tocsr() if sparse.issparse(full) else full.astype(np.float32)
     aligned = AnnData(X=full, obs=pd.DataFrame(index=obs_names.copy()), var=other.var.copy())
     aligned.obs = aligned.obs.join(other.obs)
     if layer is not None:

@@ -411,8 +411,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             ``"rna"``, ``"rna"``. Proteins and ATAC are registered when the MuData holds their
             modality; ``{"protein_layer": None}`` leaves proteins out.
         """
-        modalities = resolve_modalities(mdata, modalities, atac_layer)
         layers = {"rna_layer": rna_layer, "protein_layer": protein_layer, "atac_layer": atac_layer}
+        modalities = resolve_modalities(mdata, modalities, layers)
         training_setup = "source_registry" not in kwargs
         prepare_mudata(mdata, modalities, layers, pad=training_setup)
         setup_method_args = cls._get_setup_method_args(**locals())
@@ -434,14 +434,11 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 REGISTRY_KEYS.LABELS_KEY, labels_key, mod_key=modalities["labels_key"]
             ),
         ]
-        registry_keys = {
-            "protein_layer": SCJEPA_KEYS.PROTEIN_KEY,
-            "atac_layer": SCJEPA_KEYS.ATAC_KEY,
-        }
         for field, (name, layer) in registered_layers(modalities, layers).items():
+            registry_key = Modality[field.removesuffix("_layer").upper()].registry_key
             fields.append(
                 MuDataLayerField(
-                    registry_keys[field], layer, mod_key=name, is_count_data=True, mod_required=True
+                    registry_key, layer, mod_key=name, is_count_data=True, mod_required=True
                 )
             )
         adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
@@ -684,8 +681,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
 
     def _modality_embedding(self, tensors: dict, modality: Modality) -> torch.Tensor:
         """Embeddings of ``modality`` where it was measured, predicted from RNA elsewhere."""
-        key = SCJEPA_KEYS.PROTEIN_KEY if modality == Modality.PROTEIN else SCJEPA_KEYS.ATAC_KEY
-        counts = tensors[key].to(self.device)
+        counts = tensors[modality.registry_key].to(self.device)
         predicted = self.module.predict_modality(
             self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY]), target=modality
         )

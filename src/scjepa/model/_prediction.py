@@ -74,7 +74,7 @@ class PredictionMixin:
         Returns
         -------
         AnnData with the cells' ``obs``, the training ``var`` of the target modality and
-        predicted protein embeddings in ``obsm["X_biojepa"]``. ``X`` holds predicted
+        its predicted embeddings in ``obsm["X_biojepa"]``. ``X`` holds predicted
         log-normalised protein values (``normalize_total`` + ``log1p``), or, for ``"atac"``,
         the probability that each region is accessible; ``uns["scjepa"]["X"]`` says which.
         """

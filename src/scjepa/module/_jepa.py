@@ -34,6 +34,13 @@ class Modality(IntEnum):
     PROTEIN = 1
     ATAC = 2
 
+    @property
+    def registry_key(self) -> str:
+        """Key of the modality's counts in the data registry and in minibatches."""
+        if self is Modality.RNA:
+            return REGISTRY_KEYS.X_KEY
+        return getattr(SCJEPA_KEYS, f"{self.name}_KEY")
+
 
 class Task(IntEnum):
     """What the predictor is asked to do; each task has a learned context token."""
@@ -422,14 +429,8 @@ class BioJEPAModule(BaseModuleClass):
         branch = self.branch(modality)
         normalized = log_normalize(x)[0]
         z = self.predict_modality(self.encoder(normalized), target=modality)
-        return z, branch.values(branch.decode(z, self._linear_input(normalized, branch)))
-
-    def _linear_input(
-        self, normalized: torch.Tensor, branch: ModalityBranch
-    ) -> torch.Tensor | None:
-        if branch.linear_path is None:
-            return None
-        return self.encoder.axes(normalized)
+        linear_input = None if branch.linear_path is None else self.encoder.axes(normalized)
+        return z, branch.values(branch.decode(z, linear_input))
 
     @auto_move_data
     def embed_context(self, x: torch.Tensor) -> torch.Tensor:
@@ -752,12 +753,15 @@ class BioJEPAModule(BaseModuleClass):
         Returns, per modality with at least two measured cells in the minibatch, its online and
         predicted embeddings (for the VICReg terms), the alignment error and the head's loss.
         """
-        keys = {Modality.PROTEIN: SCJEPA_KEYS.PROTEIN_KEY, Modality.ATAC: SCJEPA_KEYS.ATAC_KEY}
         outputs = {}
+        # every head with a linear path reads the same coordinates of the cell's RNA
+        coordinates = None
+        if self.encoder.reads_axes:
+            coordinates = self.encoder.axes(inference_outputs["normalized"])
         for modality, branch in self.branches.items():
-            if keys[modality] not in tensors:
+            if modality.registry_key not in tensors:
                 continue
-            counts = tensors[keys[modality]]
+            counts = tensors[modality.registry_key]
             measured = torch.nonzero(library_size(counts) > 0).reshape(-1)
             if len(measured) < 2:
                 continue
@@ -783,10 +787,10 @@ class BioJEPAModule(BaseModuleClass):
             )
             # the head learns from measured embeddings and from predicted ones, which are what
             # predict_features decodes; the latter also teaches the predictor what the head needs
-            linear_input = self._linear_input(inference_outputs["normalized"], branch)
-            if linear_input is not None:
-                linear_input = linear_input[measured]
-            observed = branch.observed(counts)
+            linear_input = None
+            if branch.linear_path is not None:
+                linear_input = coordinates[measured]
+            observed = branch.observed(inputs)
             readout = branch.readout_loss(
                 branch.decode(to_modality, linear_input), observed
             ) + branch.readout_loss(branch.decode(target, linear_input), observed)

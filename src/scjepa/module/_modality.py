@@ -96,11 +96,16 @@ class ModalityBranch(nn.Module):
             counts = binarize(counts)
         return log_normalize(counts)[0]
 
-    def observed(self, counts: torch.Tensor) -> torch.Tensor:
-        """Dense values the head is scored against: log-normalised or binarised counts."""
+    def observed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Dense values the head is scored against, from :meth:`encoder_input`'s output.
+
+        Log-normalised values, or binarised counts: a region the encoders read as non-zero is
+        one with counts.
+        """
+        inputs = to_dense(inputs)
         if self.likelihood == "bernoulli":
-            return to_dense(binarize(counts))
-        return to_dense(log_normalize(counts)[0])
+            return (inputs > 0).to(inputs.dtype)
+        return inputs
 
     def decode(self, z: torch.Tensor, linear_input: torch.Tensor | None = None) -> torch.Tensor:
         """The head's output for embeddings: log-normalised values, or accessibility logits."""
