@@ -68,12 +68,13 @@ def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> 
     start = time.time()
     model.train(max_epochs=epochs, enable_progress_bar=False)
     train_seconds = time.time() - start
+    # changes are measured against controls of the same cell types, as the model matches them
     baselines = [
-        scjepa.baselines.NoChangeBaseline().fit(train),
-        scjepa.baselines.MeanPerturbationBaseline().fit(train),
-        scjepa.baselines.LinearBaseline().fit(train),
+        scjepa.baselines.NoChangeBaseline(labels_key="cell_type").fit(train),
+        scjepa.baselines.MeanPerturbationBaseline(labels_key="cell_type").fit(train),
+        scjepa.baselines.LinearBaseline(labels_key="cell_type").fit(train),
     ]
-    additive = scjepa.baselines.AdditiveBaseline().fit(train)
+    additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
     trained_singles = {m[0] for m in additive.members_.values() if len(m) == 1}
 
     frames = []
@@ -115,39 +116,49 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
 def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
     """For each data set, split and headline metric: BioJEPA against the best baseline.
 
+    Each comparison is on the perturbations both methods predict (the additive baseline covers
+    only combinations of singles measured in training), ``n`` of them over all seeds.
     ``seed sd`` is the larger of the two methods' standard deviations over seeds, the bar's
     test. Each seed generates its own data set and split, so much of that spread is shared by
     both methods; ``paired sd`` is the standard deviation over seeds of the margin itself, the
     spread of a paired comparison, reported next to it.
     """
-    per_seed = scores.groupby(["dataset", "split", "method", "seed"])[HEADLINE].mean()
+    keys = ["dataset", "split", "seed", "perturbation"]
+    model = scores[scores.method == "BioJEPA"].set_index(keys)[HEADLINE]
     rows = []
-    for (dataset, split), block in per_seed.groupby(["dataset", "split"]):
-        means = block.groupby("method").mean()
-        sds = block.groupby("method").std().fillna(0.0)
+    for (dataset, split), block in scores.groupby(["dataset", "split"]):
         for metric in HEADLINE:
             lower = metric in LOWER_IS_BETTER
             sign = 1 if lower else -1
-            others = means.drop(index="BioJEPA")[metric]
-            best = others.idxmin() if lower else others.idxmax()
-            margin = (others[best] - means.loc["BioJEPA", metric]) * sign
-            spread = max(sds.loc["BioJEPA", metric], sds.loc[best, metric])
-            by_seed = block[metric].unstack("method")
-            paired = ((by_seed[best] - by_seed["BioJEPA"]) * sign).std()
-            paired = 0.0 if pd.isna(paired) else paired
+            paired = {}
+            for method, own in block[block.method != "BioJEPA"].groupby("method"):
+                both = own.set_index(keys)[[metric]].join(
+                    model[[metric]], rsuffix="_model", how="inner"
+                )
+                if both[metric].notna().any():
+                    paired[method] = both.groupby("seed").mean()
+            means = {method: frame[metric].mean() for method, frame in paired.items()}
+            best = (min if lower else max)(means, key=means.get)
+            by_seed = paired[best]
+            ours, theirs = by_seed[f"{metric}_model"], by_seed[metric]
+            margin = (theirs.mean() - ours.mean()) * sign
+            spread = max(ours.std(), theirs.std())
+            paired_sd = ((theirs - ours) * sign).std()
+            paired_sd = 0.0 if pd.isna(paired_sd) else paired_sd
             rows.append(
                 {
                     "dataset": dataset,
                     "split": split,
                     "metric": metric,
-                    "BioJEPA": round(means.loc["BioJEPA", metric], 3),
+                    "BioJEPA": round(ours.mean(), 3),
                     "best baseline": best,
-                    "baseline value": round(others[best], 3),
+                    "baseline value": round(theirs.mean(), 3),
+                    "n": int(len(block[(block.method == best) & block[metric].notna()])),
                     "margin": round(margin, 3),
                     "seed sd": round(spread, 3),
                     "wins": bool(margin > spread),
-                    "paired sd": round(paired, 3),
-                    "wins (paired)": bool(margin > paired),
+                    "paired sd": round(paired_sd, 3),
+                    "wins (paired)": bool(margin > paired_sd),
                 }
             )
     return pd.DataFrame(rows)

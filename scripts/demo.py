@@ -54,14 +54,15 @@ def main() -> None:
 
     labels = sorted(test.obs.perturbation.unique())
     predictions = {"BioJEPA": model.predict_perturbation(labels, adata=controls)}
+    # changes are measured against controls of the same cell type, as the model matches them
     for baseline in (
-        scjepa.baselines.NoChangeBaseline(),
-        scjepa.baselines.MeanPerturbationBaseline(),
-        scjepa.baselines.LinearBaseline(),
+        scjepa.baselines.NoChangeBaseline(labels_key="cell_type"),
+        scjepa.baselines.MeanPerturbationBaseline(labels_key="cell_type"),
+        scjepa.baselines.LinearBaseline(labels_key="cell_type"),
     ):
         predictions[baseline.name] = baseline.fit(train).predict_perturbation(labels, controls)
     combos = held_out["combo_both_seen"]
-    additive = scjepa.baselines.AdditiveBaseline().fit(train)
+    additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
     predictions["additive"] = additive.predict_perturbation(combos, controls)
 
     scores, summary = scjepa.tl.evaluate_perturbation(

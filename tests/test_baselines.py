@@ -3,7 +3,7 @@ import pytest
 from tests.conftest import controls_of
 
 import scjepa
-from scjepa.metrics import mse_delta, pearson_delta, perturbation_means
+from scjepa.metrics import mse_delta, pearson_delta, perturbation_deltas, perturbation_means
 
 
 def test_baselines_share_the_prediction_layout(adata):
@@ -77,3 +77,41 @@ def test_linear_baseline_covers_unseen_genes_and_fits_its_training_data(adata):
         scjepa.baselines.LinearBaseline().fit(
             adata[adata.obs.perturbation.isin(["control", singles[1]])].copy()
         )
+
+
+def test_changes_within_cell_types_are_free_of_composition(adata):
+    # one cell type keeps its controls but loses its perturbed cells, as in a held-out cell type
+    held_out = (adata.obs.cell_type == "type_0") & (adata.obs.perturbation != "control")
+    train = adata[~held_out].copy()
+    pooled = perturbation_deltas(train, layer="counts")
+    within = perturbation_deltas(train, layer="counts", labels_key="cell_type")
+    assert list(within.index) == list(pooled.index)
+    assert "control" not in within.index
+
+    expected = {}
+    for cell_type in ("type_1", "type_2"):
+        means = perturbation_means(train[train.obs.cell_type == cell_type], layer="counts")
+        expected[cell_type] = means.drop(index="control") - means.loc["control"]
+    counts = train.obs.groupby(["perturbation", "cell_type"], observed=True).size()
+    pert = next(p for p in within.index if "+" not in p)
+    weights = {t: counts.get((pert, t), 0) for t in expected}
+    manual = sum(weights[t] * expected[t].loc[pert] for t in expected) / sum(weights.values())
+    np.testing.assert_allclose(within.loc[pert], manual, rtol=1e-5, atol=1e-6)
+
+    # pooled changes carry type_0's difference from the other types; stratified ones do not
+    truth = perturbation_deltas(adata[adata.obs.cell_type != "type_0"], layer="counts")
+    truth = truth.loc[within.index]
+    error = {
+        k: np.abs(v - truth).to_numpy().mean() for k, v in [("within", within), ("pooled", pooled)]
+    }
+    assert error["within"] < 0.5 * error["pooled"]
+
+    baseline = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
+    np.testing.assert_allclose(baseline.delta(pert), within.loc[pert], rtol=1e-6)
+    with pytest.raises(KeyError, match="Labels column 'tissue'"):
+        scjepa.baselines.NoChangeBaseline(labels_key="tissue").fit(train)
+    only_type_0_controls = train[
+        (train.obs.cell_type == "type_0") | (train.obs.perturbation != "control")
+    ].copy()
+    with pytest.raises(ValueError, match="No control cells share a 'cell_type' label"):
+        perturbation_deltas(only_type_0_controls, layer="counts", labels_key="cell_type")

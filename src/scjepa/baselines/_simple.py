@@ -15,7 +15,7 @@ from anndata import AnnData
 from scjepa.data._matrix import dense
 from scjepa.data._perturbations import parse_perturbation, unknown_perturbation_message
 from scjepa.data._prediction import prediction_anndata
-from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
+from scjepa.metrics._expression import log_normalized_matrix, perturbation_deltas
 
 
 class PerturbationBaseline:
@@ -32,6 +32,11 @@ class PerturbationBaseline:
     layer
         Layer of raw counts (normalised with ``normalize_total`` + ``log1p``); ``None`` takes
         ``X`` as log-normalised already.
+    labels_key
+        ``obs`` column of cell types. Each training perturbation's change is then measured
+        against the controls of the same cell types (:func:`scjepa.metrics.perturbation_deltas`),
+        as BioJEPA matches control and perturbed cells within cell types; ``None`` compares with
+        all controls.
     """
 
     name = "baseline"
@@ -42,27 +47,22 @@ class PerturbationBaseline:
         control_value: str = "control",
         delimiter: str = "+",
         layer: str | None = "counts",
+        labels_key: str | None = None,
     ):
         self.perturbation_key = perturbation_key
         self.control_value = control_value
         self.delimiter = delimiter
         self.layer = layer
+        self.labels_key = labels_key
         self.deltas_: dict[str, np.ndarray] | None = None
 
     def fit(self, adata: AnnData) -> PerturbationBaseline:
         """Learn the mean change of every training perturbation from control."""
-        means = perturbation_means(adata, self.perturbation_key, self.layer)
-        if self.control_value not in means.index:
-            raise ValueError(
-                f"No control cells labelled {self.control_value!r} in the training data."
-            )
-        control = means.loc[self.control_value].to_numpy()
+        deltas = perturbation_deltas(
+            adata, self.perturbation_key, self.control_value, self.layer, self.labels_key
+        )
         self.var_names_ = adata.var_names.copy()
-        self.deltas_ = {
-            label: row.to_numpy() - control
-            for label, row in means.iterrows()
-            if label != self.control_value
-        }
+        self.deltas_ = {label: row.to_numpy() for label, row in deltas.iterrows()}
         self.members_ = {label: self._parse(label) for label in self.deltas_}
         return self
 

@@ -12,7 +12,11 @@ from scjepa.metrics._delta import (
     top_changed_genes,
 )
 from scjepa.metrics._distribution import energy_distance, mmd
-from scjepa.metrics._expression import log_normalized_matrix, perturbation_means
+from scjepa.metrics._expression import (
+    log_normalized_matrix,
+    perturbation_deltas,
+    perturbation_means,
+)
 from scjepa.metrics._fate import (
     label_classifier,
     label_proportions,
@@ -46,6 +50,7 @@ __all__ = [
     "mse",
     "mse_delta",
     "pearson_delta",
+    "perturbation_deltas",
     "perturbation_means",
     "proportion_error",
     "sinkhorn_coupling",
