@@ -18,7 +18,13 @@ import scvi  # noqa: E402
 
 import scjepa  # noqa: E402
 
-HEADLINE = ["pearson_delta_top20", "mse_top20", "discrimination", "de_overlap_top20"]
+HEADLINE = [
+    "pearson_delta_top20",
+    "mse_top20",
+    "discrimination",
+    "de_overlap_top20",
+    "n_perturbations",
+]
 
 
 def main() -> None:

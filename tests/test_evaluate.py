@@ -73,6 +73,10 @@ def test_evaluate_ranks_the_oracle_above_baselines(split_data):
     assert no_change.pearson_delta.isna().all()  # a zero change has no correlation
     assert summary.index.names == ["split", "method"]
     assert summary.loc[(slice(None), "oracle"), "pearson_delta"].min() == pytest.approx(1.0)
+    per_split = scores[scores.method == "oracle"].groupby("split").size()
+    np.testing.assert_array_equal(
+        summary.xs("oracle", level="method").n_perturbations, per_split.sort_index()
+    )
 
 
 def test_evaluate_refuses_bad_input(split_data):

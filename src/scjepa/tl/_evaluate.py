@@ -98,7 +98,8 @@ def evaluate_perturbation(
     Returns
     -------
     ``scores``: one row per (method, perturbation) with ``split``, ``n_cells`` and every score;
-    ``summary``: the mean of every score per (split, method).
+    ``summary``: the mean of every score per (split, method), and ``n_perturbations``, the
+    number of perturbations each mean is over; compare methods on the same perturbations.
     """
     predictions = as_prediction_mapping(predicted)
     if perturbation_key not in real.obs:
@@ -187,7 +188,9 @@ def evaluate_perturbation(
                     record["mmd"] = mmd(ours, theirs, seed=seed)
             records.append(record)
     scores = pd.DataFrame.from_records(records)
-    summary = scores.drop(columns="perturbation").groupby(["split", "method"], sort=True).mean()
+    groups = scores.drop(columns="perturbation").groupby(["split", "method"], sort=True)
+    # methods may cover different perturbations (the additive one needs measured members)
+    summary = groups.mean().assign(n_perturbations=groups.size())
     return scores, summary
 
 
