@@ -168,7 +168,7 @@ def test_optimal_matching_recovers_the_pairing():
 
 def test_perturbation_encoder_members_and_interaction():
     torch.manual_seed(0)
-    encoder = PerturbationEncoder(torch.randn(5, 3), n_output=4)
+    encoder = PerturbationEncoder(torch.randn(5, 3), n_output=4).eval()
     members, interaction = encoder(torch.tensor([[0, -1], [1, -1], [0, 1]]))
     assert members.shape == (3, 2, 4) and interaction.shape == (3, 4)
     torch.testing.assert_close(members[2, 0], members[0, 0])
@@ -186,6 +186,71 @@ def test_perturbation_encoder_members_and_interaction():
     torch.testing.assert_close(interaction[2], interaction[1])  # members form a set
 
 
+def test_unseen_members_are_embedded_from_seen_ones():
+    torch.manual_seed(0)
+    features = torch.randn(6, 3)
+    seen = torch.tensor([True, True, True, False, False, False])
+    encoder = PerturbationEncoder(features, n_output=4, seen=seen).eval()
+    own = encoder.member(features)
+    embedded = encoder.embed_entities(torch.arange(6))
+    torch.testing.assert_close(embedded[:3], own[:3])  # seen members keep their own embedding
+    keys = torch.nn.functional.normalize(features[:3] - features[:3].mean(0), dim=-1)
+    queries = torch.nn.functional.normalize(features[3:] - features[:3].mean(0), dim=-1)
+    weights = torch.softmax(queries @ keys.T / 0.1, dim=-1)  # feature weights start at one
+    torch.testing.assert_close(embedded[3:], weights @ own[:3])
+    with torch.no_grad():  # no resemblance to go by: the mean of the seen members
+        encoder.log_temperature.fill_(20.0)
+    torch.testing.assert_close(encoder.embed_entities(torch.tensor([4]))[0], own[:3].mean(0))
+    # a seen member embedded from its neighbours leaves itself out
+    with torch.no_grad():
+        encoder.log_temperature.fill_(-20.0)
+    nearest_other = encoder.neighbour_embedding(torch.tensor([0]))[0]
+    assert not torch.allclose(nearest_other, own[0])
+    assert any(torch.allclose(nearest_other, own[b]) for b in (1, 2))
+
+
+def test_seen_members_train_on_their_own_features():
+    torch.manual_seed(0)
+    features = torch.randn(8, 3)
+    encoder = PerturbationEncoder(features, n_output=4, seen=torch.arange(8) < 6)
+    rows = torch.arange(8)
+    first, second = encoder.embed_entities(rows), encoder.embed_entities(rows)
+    torch.testing.assert_close(first[:6], encoder.member(features[:6]))
+    torch.testing.assert_close(first, second)  # nothing random in training either
+    torch.testing.assert_close(encoder.eval().embed_entities(rows), first)
+
+
+def test_neighbour_loss_trains_only_the_neighbour_weights():
+    torch.manual_seed(0)
+    base = torch.randn(6, 4)
+    twins = torch.cat([base, base + 0.05 * torch.randn(6, 4)])  # each entity has a near twin
+    encoder = PerturbationEncoder(twins, n_output=4)
+    assert float(encoder.neighbour_loss()) < 0.2  # a twin's embedding stands in for one's own
+    encoder = PerturbationEncoder(torch.randn(12, 4), n_output=4)
+    loss = encoder.neighbour_loss()
+    loss.backward()
+    assert encoder.feature_weights.grad.abs().sum() > 0 and encoder.log_temperature.grad is not None
+    assert all(p.grad is None for p in encoder.member.parameters())
+    optimiser = torch.optim.Adam([encoder.feature_weights, encoder.log_temperature], lr=0.05)
+    for _ in range(50):
+        optimiser.zero_grad()
+        encoder.neighbour_loss().backward()
+        optimiser.step()
+    assert float(encoder.neighbour_loss()) < float(loss)
+    few = PerturbationEncoder(torch.randn(5, 4), n_output=4, seen=torch.tensor([1, 1, 0, 0, 0]))
+    assert float(few.neighbour_loss()) == 0.0
+
+
+def test_perturbation_encoder_loads_weights_saved_without_neighbour_weights():
+    features = torch.randn(5, 3)
+    saved = PerturbationEncoder(features, n_output=4).state_dict()
+    for name in ("feature_weights", "log_temperature"):
+        del saved[name]
+    encoder = PerturbationEncoder(features, n_output=4)
+    encoder.load_state_dict(saved)
+    torch.testing.assert_close(encoder.feature_weights, torch.ones(3))
+
+
 def test_combinations_start_additive_in_the_predicted_embedding():
     torch.manual_seed(0)
     module = BioJEPAModule(
@@ -195,7 +260,7 @@ def test_combinations_start_additive_in_the_predicted_embedding():
         perturbation_features=torch.randn(4, 3),
         perturbation_members=torch.tensor([[-1, -1], [0, -1], [1, -1], [0, 1]]),
         control_code=0,
-    )
+    ).eval()
     with torch.no_grad():  # a trained-looking predictor, so shifts are not zero
         for parameter in module.predictor.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))

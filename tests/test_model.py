@@ -18,6 +18,7 @@ DIAGNOSTICS = [
     "embedding_std_min_train",
     "effective_rank_train",
     "delta_cosine_between_perturbations_train",
+    "neighbour_loss_train",
     "validation_loss",
 ]
 
@@ -29,6 +30,9 @@ def test_training_history_and_latent(trained):
         assert key in model.history, key
         assert len(model.history[key]) == 3
     assert np.isfinite(model.history["train_loss"].to_numpy(dtype=float)).all()
+    # the leave-one-out weights that embed unseen genes were trained
+    encoder = model.module.perturbation_encoder
+    assert not torch.allclose(encoder.feature_weights.cpu(), torch.ones(encoder.features.shape[1]))
     z = model.get_latent_representation()
     assert z.shape == (data.n_obs, 16)
     assert np.isfinite(z).all()
@@ -203,6 +207,9 @@ def test_save_load_round_trip(trained, tmp_path):
     name = [p for p in data.obs.perturbation.cat.categories if "+" in p][0]
     z = model.get_latent_representation()
     pred = model.predict_perturbation(name, adata=controls)
+    perturbed = {m for p in data.obs.perturbation.cat.categories for m in p.split("+")}
+    unseen = next(gene for gene in data.var_names if gene not in perturbed)
+    pred_unseen = model.predict_perturbation(unseen, adata=controls)
     model.save(tmp_path / "model", save_anndata=True)
     with pytest.raises(ValueError, match="already exists"):
         model.save(tmp_path / "model")
@@ -214,6 +221,9 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_allclose(loaded.get_latent_representation(), z, rtol=1e-6, atol=1e-6)
     again = loaded.predict_perturbation(name, adata=controls)
     np.testing.assert_allclose(again.X, pred.X, rtol=1e-6, atol=1e-6)
+    # a gene never perturbed is embedded from the perturbed ones with the learned weights
+    again = loaded.predict_perturbation(unseen, adata=controls)
+    np.testing.assert_allclose(again.X, pred_unseen.X, rtol=1e-6, atol=1e-6)
     assert loaded.is_trained
     assert loaded.target_gene_direct_effect_ == model.target_gene_direct_effect_
     assert loaded.target_gene_direct_effects_ == model.target_gene_direct_effects_ != {}

@@ -256,8 +256,12 @@ class BioJEPAModule(BaseModuleClass):
         )
         self.perturbation_encoder = None
         if perturbation_features is not None:
+            seen = torch.zeros(len(perturbation_features), dtype=torch.bool)
+            seen[perturbation_members[perturbation_members >= 0].long()] = True
             self.perturbation_encoder = PerturbationEncoder(
-                perturbation_features, n_perturbation_embedding
+                perturbation_features,
+                n_perturbation_embedding,
+                seen=seen,
             )
             self.register_buffer(
                 "perturbation_members", perturbation_members.long().clone(), persistent=False
@@ -514,9 +518,11 @@ class BioJEPAModule(BaseModuleClass):
             cov_loss = cov_loss + covariance_loss(pert["predicted"])
             pert_loss = pert["matched"] + w["mean_match"] * pert["mean_gap"]
             readout_loss = pert["readout"]
+            neighbour_loss = self.perturbation_encoder.neighbour_loss()
         else:
             pert_loss = z_target.new_zeros(())
             readout_loss = z_target.new_zeros(())
+            neighbour_loss = z_target.new_zeros(())
         temporal = self._time_objective(tensors, inference_outputs)
         if temporal is not None:
             var_loss = var_loss + variance_loss(temporal["predicted"])
@@ -554,6 +560,8 @@ class BioJEPAModule(BaseModuleClass):
             + nll.mean() / self.n_input
             + w["readout"] * readout_loss
             + w["modality_readout"] * sum(readouts.values())
+            # trains only how members never perturbed in training are embedded
+            + neighbour_loss
         )
 
         with torch.no_grad():
@@ -567,6 +575,7 @@ class BioJEPAModule(BaseModuleClass):
                 "protein_readout_loss": readouts[Modality.PROTEIN].detach(),
                 "atac_readout_loss": readouts[Modality.ATAC].detach(),
                 "readout_loss": readout_loss.detach(),
+                "neighbour_loss": neighbour_loss.detach(),
                 "variance_loss": var_loss.detach(),
                 "covariance_loss": covariance_loss(z_target).detach(),
                 "embedding_std_mean": std.mean(),
