@@ -344,3 +344,31 @@ def test_encoder_reading_principal_axes(tmp_path):
     loaded = scjepa.BioJEPA.load(tmp_path / "axes", adata=few)
     assert torch.equal(loaded.module.encoder.input[0].axes, before)
     np.testing.assert_allclose(loaded.get_latent_representation(), z[:5], rtol=1e-5, atol=1e-5)
+
+
+def test_perturbation_neighbours_say_what_an_unseen_gene_leans_on(trained):
+    model, data = trained
+    perturbed = {m for p in data.obs.perturbation.cat.categories for m in p.split("+")}
+    perturbed.discard("control")
+    unseen = next(gene for gene in data.var_names if gene not in perturbed)
+    weights = model.perturbation_neighbours(unseen, top_n=None)
+    assert set(weights.index) == perturbed
+    np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-5)
+    assert weights.is_monotonic_decreasing
+    assert len(model.perturbation_neighbours(unseen, top_n=3)) == 3
+    # an unseen gene's embedding is the weighted mean of the perturbed genes' embeddings
+    encoder = model.module.perturbation_encoder
+    vocabulary = list(model.perturbation_vocabulary_)
+    with torch.no_grad():
+        rows = torch.tensor([vocabulary.index(name) for name in weights.index])
+        expected = torch.as_tensor(weights.to_numpy()) @ encoder.member(encoder.features[rows])
+        got = encoder.embed_entities(torch.tensor([vocabulary.index(unseen)]))[0]
+    torch.testing.assert_close(got, expected.float(), rtol=1e-4, atol=1e-5)
+    seen = sorted(perturbed)[0]
+    own_left_out = model.perturbation_neighbours(seen, top_n=None)
+    assert seen not in own_left_out.index
+    np.testing.assert_allclose(own_left_out.sum(), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="one perturbed entity"):
+        model.perturbation_neighbours("+".join(sorted(perturbed)[:2]))
+    with pytest.raises(KeyError, match="not_a_gene"):
+        model.perturbation_neighbours("not_a_gene")

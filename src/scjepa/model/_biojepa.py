@@ -464,6 +464,50 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             delimiter=self._setup_args["perturbation_delimiter"],
         )
 
+    @torch.inference_mode()
+    def perturbation_neighbours(self, member: str, top_n: int | None = 10) -> pd.Series:
+        """The perturbed entities whose embeddings ``member``'s embedding is built from.
+
+        A gene (or other entity) never perturbed in training is embedded as an attention-weighted
+        mean of the embeddings of the entities that were, by resemblance of their features (see
+        :class:`~scjepa.module.PerturbationEncoder`), so its predicted effect leans on theirs: these
+        weights say on which measured perturbations a prediction for an unseen gene rests. An
+        entity perturbed in training is embedded from its own features; for it the weights are
+        those it would get if it had not been (its own left out), the leave-one-out that trains
+        them.
+
+        Parameters
+        ----------
+        member
+            Name of one entity, e.g. a gene.
+        top_n
+            Number of largest weights to return; ``None`` returns all.
+
+        Returns
+        -------
+        Weights indexed by entity name, largest first; over all perturbed entities they sum to 1.
+        """
+        encoder = self.module.perturbation_encoder
+        if encoder is None:
+            raise ValueError(
+                "This model was set up without `perturbation_key`; it has no perturbed entities."
+            )
+        index = self._members([member])[0]
+        present = index[index >= 0]
+        if len(present) != 1:
+            raise ValueError(f"Pass the name of one perturbed entity, got {member!r}.")
+        seen = torch.nonzero(encoder.seen).reshape(-1).cpu().numpy()
+        if len(seen) < 2 and encoder.seen[int(present[0])]:
+            raise ValueError("Only one entity was perturbed in training; it has no neighbours.")
+        entity = torch.as_tensor(present, device=encoder.features.device)
+        weights = encoder.neighbour_weights(entity)[0].cpu().numpy()
+        names = np.asarray(self.perturbation_vocabulary_)[seen]
+        ranked = pd.Series(weights, index=pd.Index(names, name="perturbed")).sort_values(
+            ascending=False
+        )
+        ranked = ranked[ranked.index != member]
+        return ranked if top_n is None else ranked.head(top_n)
+
     def _members(self, labels: Sequence[str]) -> np.ndarray:
         return members_to_index(
             labels,

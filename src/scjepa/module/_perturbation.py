@@ -122,6 +122,17 @@ class PerturbationEncoder(nn.Module):
             own = own.index_copy(0, rows, self.neighbour_embedding(entities[rows]))
         return own[inverse]
 
+    def neighbour_weights(self, entities: torch.Tensor) -> torch.Tensor:
+        """``(len(entities), n_seen)`` attention weights over the seen entities, own left out."""
+        seen = torch.nonzero(self.seen).reshape(-1)
+        keys = F.normalize((self.features[seen] - self.centre) * self.feature_weights, dim=-1)
+        queries = F.normalize(
+            (self.features[entities] - self.centre) * self.feature_weights, dim=-1
+        )
+        logits = queries @ keys.T / self.log_temperature.exp()
+        logits = logits.masked_fill(entities.unsqueeze(1) == seen.unsqueeze(0), float("-inf"))
+        return torch.softmax(logits, dim=-1)
+
     def neighbour_embedding(
         self, entities: torch.Tensor, values: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -129,16 +140,9 @@ class PerturbationEncoder(nn.Module):
 
         ``values`` replaces the seen entities' embeddings (rows in the order of ``seen``).
         """
-        seen = torch.nonzero(self.seen).reshape(-1)
         if values is None:
-            values = self.member(self.features[seen])
-        keys = F.normalize((self.features[seen] - self.centre) * self.feature_weights, dim=-1)
-        queries = F.normalize(
-            (self.features[entities] - self.centre) * self.feature_weights, dim=-1
-        )
-        logits = queries @ keys.T / self.log_temperature.exp()
-        logits = logits.masked_fill(entities.unsqueeze(1) == seen.unsqueeze(0), float("-inf"))
-        return torch.softmax(logits, dim=-1) @ values
+            values = self.member(self.features[self.seen])
+        return self.neighbour_weights(entities) @ values
 
     def neighbour_loss(self) -> torch.Tensor:
         """How well seen entities are embedded from the other seen ones: ``1 - R²``.
