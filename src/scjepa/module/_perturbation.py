@@ -160,7 +160,7 @@ class PerturbationEncoder(nn.Module):
         return error / spread
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # models saved before the neighbour weights existed load with its starting values
+        # models saved before the neighbour weights existed load with their starting values
         for name, value in [
             ("feature_weights", self.feature_weights),
             ("log_temperature", self.log_temperature),
