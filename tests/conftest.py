@@ -60,6 +60,12 @@ def controls_of(adata):
     return adata[adata.obs["perturbation"] == "control"].copy()
 
 
+def perturbed_genes(adata) -> set[str]:
+    """Every gene perturbed, alone or in a combination, in ``adata``."""
+    labels = adata.obs["perturbation"].cat.categories
+    return {m for label in labels if label != "control" for m in label.split("+")}
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

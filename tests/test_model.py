@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import scvi
 import torch
-from tests.conftest import controls_of, small_perturbseq
+from tests.conftest import controls_of, perturbed_genes, small_perturbseq
 
 import scjepa
 from scjepa.data._direct_effect import apply_direct_effect
@@ -207,7 +207,7 @@ def test_save_load_round_trip(trained, tmp_path):
     name = [p for p in data.obs.perturbation.cat.categories if "+" in p][0]
     z = model.get_latent_representation()
     pred = model.predict_perturbation(name, adata=controls)
-    perturbed = {m for p in data.obs.perturbation.cat.categories for m in p.split("+")}
+    perturbed = perturbed_genes(data)
     unseen = next(gene for gene in data.var_names if gene not in perturbed)
     pred_unseen = model.predict_perturbation(unseen, adata=controls)
     model.save(tmp_path / "model", save_anndata=True)
@@ -348,8 +348,7 @@ def test_encoder_reading_principal_axes(tmp_path):
 
 def test_perturbation_neighbours_say_what_an_unseen_gene_leans_on(trained):
     model, data = trained
-    perturbed = {m for p in data.obs.perturbation.cat.categories for m in p.split("+")}
-    perturbed.discard("control")
+    perturbed = perturbed_genes(data)
     unseen = next(gene for gene in data.var_names if gene not in perturbed)
     weights = model.perturbation_neighbours(unseen, top_n=None)
     assert set(weights.index) == perturbed

@@ -496,7 +496,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         present = index[index >= 0]
         if len(present) != 1:
             raise ValueError(f"Pass the name of one perturbed entity, got {member!r}.")
-        seen = torch.nonzero(encoder.seen).reshape(-1).cpu().numpy()
+        seen = encoder.seen_index.cpu().numpy()
         if len(seen) < 2 and encoder.seen[int(present[0])]:
             raise ValueError("Only one entity was perturbed in training; it has no neighbours.")
         entity = torch.as_tensor(present, device=encoder.features.device)

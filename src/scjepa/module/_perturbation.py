@@ -122,9 +122,14 @@ class PerturbationEncoder(nn.Module):
             own = own.index_copy(0, rows, self.neighbour_embedding(entities[rows]))
         return own[inverse]
 
+    @property
+    def seen_index(self) -> torch.Tensor:
+        """Indices of the seen entities, in the order of every ``n_seen`` axis."""
+        return torch.nonzero(self.seen).reshape(-1)
+
     def neighbour_weights(self, entities: torch.Tensor) -> torch.Tensor:
         """``(len(entities), n_seen)`` attention weights over the seen entities, own left out."""
-        seen = torch.nonzero(self.seen).reshape(-1)
+        seen = self.seen_index
         keys = F.normalize((self.features[seen] - self.centre) * self.feature_weights, dim=-1)
         queries = F.normalize(
             (self.features[entities] - self.centre) * self.feature_weights, dim=-1
@@ -138,10 +143,11 @@ class PerturbationEncoder(nn.Module):
     ) -> torch.Tensor:
         """Attention-weighted mean of the seen entities' embeddings, each entity's own left out.
 
-        ``values`` replaces the seen entities' embeddings (rows in the order of ``seen``).
+        ``values`` replaces the seen entities' embeddings (rows in the order of
+        :attr:`seen_index`).
         """
         if values is None:
-            values = self.member(self.features[self.seen])
+            values = self.member(self.features[self.seen_index])
         return self.neighbour_weights(entities) @ values
 
     def neighbour_loss(self) -> torch.Tensor:
@@ -151,7 +157,7 @@ class PerturbationEncoder(nn.Module):
         relative to that of the mean embedding (1: no better than the mean). The embeddings are
         detached, so this trains only the feature weights and the temperature.
         """
-        seen = torch.nonzero(self.seen).reshape(-1)
+        seen = self.seen_index
         if len(seen) < 3:
             return self.features.new_zeros(())
         own = self.member(self.features[seen]).detach()
