@@ -21,6 +21,7 @@ import time
 import pandas as pd
 import scvi
 from _report import report
+from anndata import AnnData
 
 import scjepa
 
@@ -43,8 +44,9 @@ HEADLINE = ["pearson_delta_top20", "mse_top20"]
 LOWER_IS_BETTER = {"mse", "mae", "mse_top20", "mae_top20", "energy_distance", "mmd"}
 
 
-def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> pd.DataFrame:
-    scvi.settings.seed = seed
+def split_data(name: str, seed: int) -> tuple[AnnData, AnnData, dict[str, AnnData]]:
+    """Generate data set ``name`` with ``seed`` and split it: training cells, held-out cells and
+    the control cells each held-out group is predicted from (its cell types)."""
     adata = scjepa.datasets.perturbseq_demo(seed=seed, **DATASETS[name])
     scjepa.data.split_perturbations(
         adata, seed=seed, held_out_cell_type=HELD_OUT_CELL_TYPE, labels_key="cell_type"
@@ -56,7 +58,6 @@ def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> 
         "seen_cell_types": controls[controls.obs.cell_type != HELD_OUT_CELL_TYPE].copy(),
         "held_out_cell_type": controls[controls.obs.cell_type == HELD_OUT_CELL_TYPE].copy(),
     }
-
     scjepa.BioJEPA.setup_anndata(
         train,
         layer="counts",
@@ -64,6 +65,22 @@ def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> 
         batch_key="batch",
         labels_key="cell_type",
     )
+    return train, test, sources
+
+
+def held_out_groups(test: AnnData, sources: dict[str, AnnData]):
+    """``(source controls, held-out cells, their perturbation labels)`` per source."""
+    for source_name, source in sources.items():
+        in_source = test.obs.split == "unseen_cell_type"
+        if source_name == "seen_cell_types":
+            in_source = ~in_source
+        real = test[in_source]
+        yield source, real, sorted(real.obs.perturbation.unique())
+
+
+def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> pd.DataFrame:
+    scvi.settings.seed = seed
+    train, test, sources = split_data(name, seed)
     model = scjepa.BioJEPA(train, **model_kwargs)
     start = time.time()
     model.train(max_epochs=epochs, enable_progress_bar=False)
@@ -78,12 +95,7 @@ def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> 
     trained_singles = {m[0] for m in additive.members_.values() if len(m) == 1}
 
     frames = []
-    for source_name, source in sources.items():
-        in_source = test.obs.split == "unseen_cell_type"
-        if source_name == "seen_cell_types":
-            in_source = ~in_source
-        real = test[in_source]
-        labels = sorted(real.obs.perturbation.unique())
+    for source, real, labels in held_out_groups(test, sources):
         predictions = {"BioJEPA": model.predict_perturbation(labels, adata=source)}
         for baseline in baselines:
             predictions[baseline.name] = baseline.predict_perturbation(labels, source)
