@@ -8,7 +8,7 @@ control cells of the matching cell types and score with :func:`scjepa.tl.evaluat
 Prints one table (metric x split x method, mean ± sd over seeds) and writes it with the raw
 scores to ``--out``.
 
-Usage: python benchmarks/perturbation.py [--seeds 0 1 2] [--datasets demo wide] [--epochs 60]
+Usage: python benchmarks/perturbation.py [--seeds 0 1 2] [--datasets demo wide] [--epochs 150]
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
     parser.add_argument("--no-de", action="store_true", help="skip the Wilcoxon DE overlap")
     parser.add_argument("--out", default="benchmarks/results")
