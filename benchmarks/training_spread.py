@@ -7,7 +7,7 @@ model's own. It also scores the ensemble that averages the models' predicted exp
 most that averaging training noise away could give.
 
 Usage: python benchmarks/training_spread.py [--dataset demo] [--data-seed 0]
-[--training-seeds 0 1 2] [--epochs 60]
+[--training-seeds 0 1 2] [--epochs 60 | default]
 """
 
 from __future__ import annotations
@@ -31,7 +31,12 @@ def main() -> None:
     parser.add_argument("--dataset", default="demo", choices=list(DATASETS))
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--training-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument(
+        "--epochs",
+        type=lambda value: None if value == "default" else int(value),
+        default=60,
+        help="epochs per model, or 'default' for BioJEPA.train()'s own choice",
+    )
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
@@ -75,11 +80,11 @@ def main() -> None:
     table = table.join(ensemble, rsuffix=" (ensemble)")
     header = (
         f"{args.dataset}, data seed {args.data_seed}, training seeds {args.training_seeds}, "
-        f"{args.epochs} epochs, model {args.model_kwargs}"
+        f"{args.epochs or 'default'} epochs, model {args.model_kwargs}"
     )
     text = f"{header}\n\n{table.to_string()}\n"
     print(text)
-    stem = f"{args.out}/training_spread_{args.dataset}_{args.epochs}"
+    stem = f"{args.out}/training_spread_{args.dataset}_{args.epochs or 'default'}"
     with open(f"{stem}.md", "w") as handle:
         handle.write(text)
     scores.to_csv(f"{stem}_scores.csv", index=False)
