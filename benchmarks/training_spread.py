@@ -7,7 +7,7 @@ model's own. It also scores the ensemble that averages the models' predicted exp
 most that averaging training noise away could give.
 
 Usage: python benchmarks/training_spread.py [--dataset demo] [--data-seed 0]
-[--training-seeds 0 1 2] [--epochs 60 | default]
+[--training-seeds 0 1 2] [--epochs 150 | default]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pandas as pd
 import scvi
-from perturbation import DATASETS, HEADLINE, held_out_groups, split_data
+from perturbation import DATASETS, EPOCHS, HEADLINE, held_out_groups, split_data
 
 import scjepa
 from scjepa.data._matrix import dense
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument(
         "--epochs",
         type=lambda value: None if value == "default" else int(value),
-        default=60,
+        default=EPOCHS,
         help="epochs per model, or 'default' for BioJEPA.train()'s own choice",
     )
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")

@@ -371,3 +371,14 @@ def test_perturbation_neighbours_say_what_an_unseen_gene_leans_on(trained):
         model.perturbation_neighbours("+".join(sorted(perturbed)[:2]))
     with pytest.raises(KeyError, match="not_a_gene"):
         model.perturbation_neighbours("not_a_gene")
+
+
+def test_default_training_length_is_about_1500_steps():
+    from scjepa.model._biojepa import DEFAULT_TRAINING_STEPS, default_max_epochs
+
+    # demo's training set of the perturbation benchmark: 11 minibatches of 256 per epoch
+    epochs = default_max_epochs(3071, 256)
+    assert epochs == 136
+    assert abs(epochs * 11 - DEFAULT_TRAINING_STEPS) < 11
+    assert default_max_epochs(100, 256) == 400  # tiny data: capped
+    assert default_max_epochs(1_000_000, 256) == 20  # an atlas: at least 20 passes
