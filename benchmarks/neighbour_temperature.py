@@ -16,22 +16,27 @@ learned one) and scores:
 A large ``τ`` gives every perturbed gene the same weight, the mean-of-perturbations baseline in
 embedding space. Models are saved to and loaded from ``--models`` so the grid can be rerun.
 
-Usage: python benchmarks/neighbour_temperature.py [--datasets demo wide] [--seeds 0 1 2]
+Usage: python benchmarks/neighbour_temperature.py [--datasets demo wide] [--seeds 0 1 2 3 4]
 [--models DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-import tempfile
 
 import numpy as np
 import pandas as pd
-import scvi
 import torch
-from perturbation import DATASETS, EPOCHS, HEADLINE, HELD_OUT_CELL_TYPE, held_out_groups, split_data
+from perturbation import (
+    EPOCHS,
+    HEADLINE,
+    HELD_OUT_CELL_TYPE,
+    diagnostic_scores,
+    held_out_groups,
+    split_data,
+    trained_model,
+    write_diagnostic,
+)
 
 import scjepa
 from scjepa.data._matrix import dense
@@ -39,18 +44,6 @@ from scjepa.data._matrix import dense
 TEMPERATURES = [0.03, 0.06, 0.1, 0.2, 0.3, 0.5, 1.0, 3.0, 100.0]
 LEARNED = "learned"
 SPLITS = ["unseen_single", "combo_one_unseen", "unseen_cell_type"]
-
-
-def trained_model(name: str, seed: int, train, models: str) -> scjepa.BioJEPA:
-    """The model of ``perturbation.py`` for this data set and seed, trained once and saved."""
-    path = os.path.join(models, f"{name}_s{seed}")
-    if os.path.exists(path):
-        return scjepa.BioJEPA.load(path, adata=train)
-    scvi.settings.seed = seed
-    model = scjepa.BioJEPA(train)
-    model.train(max_epochs=EPOCHS, enable_progress_bar=False)
-    model.save(path, overwrite=True)
-    return model
 
 
 def top_change_scores(predicted: np.ndarray, measured: np.ndarray, targets: np.ndarray) -> dict:
@@ -122,22 +115,7 @@ def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument(
-        "--models",
-        default=os.path.join(tempfile.gettempdir(), "scjepa_benchmark_models"),
-        help="folder the trained models are saved to and loaded from",
-    )
-    parser.add_argument("--out", default="benchmarks/results")
-    args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    os.makedirs(args.models, exist_ok=True)
-    scores = pd.concat(
-        [run_one(name, seed, args.models) for name in args.datasets for seed in args.seeds],
-        ignore_index=True,
-    )
+    args, scores = diagnostic_scores(run_one, __doc__)
     per_seed = scores.groupby(["dataset", "split", "temperature", "seed"])[HEADLINE].mean()
     means = per_seed.groupby(["dataset", "split", "temperature"]).mean().round(3)
     order = [LEARNED, *map(str, TEMPERATURES)]
@@ -145,15 +123,9 @@ def main() -> None:
         metric: means[metric].unstack(["dataset", "split"]).reindex(order) for metric in HEADLINE
     }
     text = "\n\n".join(f"{metric}\n{table.to_string()}" for metric, table in tables.items())
-    print(text)
-    tag = "_".join(args.datasets) + "_seeds_" + "_".join(map(str, args.seeds))
     columns = ["dataset", "seed", "split", "perturbation", "temperature", *HEADLINE]
-    scores[columns].round(4).to_csv(
-        os.path.join(args.out, f"neighbour_temperature_{tag}_scores.csv"), index=False
-    )
-    with open(os.path.join(args.out, f"neighbour_temperature_{tag}.md"), "w") as handle:
-        handle.write(f"seeds {args.seeds}, {EPOCHS} epochs; mean over perturbations, then seeds")
-        handle.write(f"\n\n{text}\n")
+    header = f"seeds {args.seeds}, {EPOCHS} epochs; mean over perturbations, then seeds"
+    write_diagnostic("neighbour_temperature", args, header, text, scores[columns])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 
 import pandas as pd
@@ -43,6 +44,8 @@ HELD_OUT_CELL_TYPE = "type_0"
 HEADLINE = ["pearson_delta_top20", "mse_top20"]
 EPOCHS = 150
 """Training epochs per model: about 1,650 optimiser steps on `demo`, 1,200 on `wide`."""
+MODELS = os.path.join(tempfile.gettempdir(), "scjepa_benchmark_models")
+"""Where the diagnostic scripts keep the models they train, to rerun without retraining."""
 LOWER_IS_BETTER = {"mse", "mae", "mse_top20", "mae_top20", "energy_distance", "mmd"}
 
 
@@ -68,6 +71,50 @@ def split_data(name: str, seed: int) -> tuple[AnnData, AnnData, dict[str, AnnDat
         labels_key="cell_type",
     )
     return train, test, sources
+
+
+def trained_model(name: str, seed: int, train: AnnData, models: str) -> scjepa.BioJEPA:
+    """BioJEPA as :func:`run_one` trains it for this data set and seed, saved under ``models``
+    the first time and loaded after."""
+    path = os.path.join(models, f"{name}_s{seed}")
+    if os.path.exists(path):
+        return scjepa.BioJEPA.load(path, adata=train)
+    scvi.settings.seed = seed
+    model = scjepa.BioJEPA(train)
+    model.train(max_epochs=EPOCHS, enable_progress_bar=False)
+    model.save(path, overwrite=True)
+    return model
+
+
+def diagnostic_scores(run, description: str) -> tuple[argparse.Namespace, pd.DataFrame]:
+    """Arguments shared by the diagnostic scripts, and ``run(name, seed, models)``'s scores over
+    the chosen data sets and seeds, concatenated."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--models", default=MODELS, help="where trained models are kept")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(args.models, exist_ok=True)
+    scores = pd.concat(
+        [run(name, seed, args.models) for name in args.datasets for seed in args.seeds],
+        ignore_index=True,
+    )
+    return args, scores
+
+
+def write_diagnostic(
+    name: str, args: argparse.Namespace, header: str, text: str, scores: pd.DataFrame
+) -> None:
+    """Print ``text``; write it under ``header`` and the headline ``scores`` to ``args.out``."""
+    print(text)
+    stem = os.path.join(
+        args.out, f"{name}_{'_'.join(args.datasets)}_seeds_{'_'.join(map(str, args.seeds))}"
+    )
+    scores.round(4).to_csv(f"{stem}_scores.csv", index=False)
+    with open(f"{stem}.md", "w") as handle:
+        handle.write(f"{header}\n\n{text}\n")
 
 
 def held_out_groups(test: AnnData, sources: dict[str, AnnData]):
