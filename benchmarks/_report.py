@@ -33,20 +33,21 @@ def verdict(margin: float, spread: float) -> str:
     return "matches" if margin >= -spread else "loses"
 
 
+def write_results(stem: str, header: str, text: str, scores: pd.DataFrame) -> None:
+    """Print ``text``; write it under ``header`` to ``{stem}.md`` and ``scores`` to
+    ``{stem}_scores.csv``."""
+    print(text)
+    scores.to_csv(f"{stem}_scores.csv", index=False)
+    with open(f"{stem}.md", "w") as handle:
+        handle.write(f"{header}\n\n{text}\n")
+    print(f"written to {stem}.md")
+
+
 def report(
     name: str, table: pd.DataFrame, check: pd.DataFrame, scores: pd.DataFrame, out: str, header: str
 ) -> None:
     """Print table and bar check; write them to ``{out}/{name}.md``, the scores to CSV."""
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 30)
-    print(table.to_string())
-    print()
-    print(check.to_string(index=False))
-    scores.to_csv(os.path.join(out, f"{name}_scores.csv"), index=False)
-    with open(os.path.join(out, f"{name}.md"), "w") as handle:
-        handle.write(f"{header}\n\n")
-        handle.write(table.to_string())
-        handle.write("\n\n")
-        handle.write(check.to_string(index=False))
-        handle.write("\n")
-    print(f"written to {out}/{name}.md")
+    text = f"{table.to_string()}\n\n{check.to_string(index=False)}"
+    write_results(os.path.join(out, name), header, text, scores)

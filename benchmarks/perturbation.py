@@ -21,7 +21,7 @@ import time
 
 import pandas as pd
 import scvi
-from _report import report
+from _report import report, write_results
 from anndata import AnnData
 
 import scjepa
@@ -73,15 +73,24 @@ def split_data(name: str, seed: int) -> tuple[AnnData, AnnData, dict[str, AnnDat
     return train, test, sources
 
 
+def train_biojepa(
+    train: AnnData, seed: int, epochs: int | None = EPOCHS, model_kwargs: dict | None = None
+) -> tuple[scjepa.BioJEPA, float]:
+    """BioJEPA trained on ``train`` with training seed ``seed``, and the seconds it took."""
+    scvi.settings.seed = seed
+    model = scjepa.BioJEPA(train, **(model_kwargs or {}))
+    start = time.time()
+    model.train(max_epochs=epochs, enable_progress_bar=False)
+    return model, time.time() - start
+
+
 def trained_model(name: str, seed: int, train: AnnData, models: str) -> scjepa.BioJEPA:
     """BioJEPA as :func:`run_one` trains it for this data set and seed, saved under ``models``
     the first time and loaded after."""
     path = os.path.join(models, f"{name}_s{seed}")
     if os.path.exists(path):
         return scjepa.BioJEPA.load(path, adata=train)
-    scvi.settings.seed = seed
-    model = scjepa.BioJEPA(train)
-    model.train(max_epochs=EPOCHS, enable_progress_bar=False)
+    model, _ = train_biojepa(train, seed)
     model.save(path, overwrite=True)
     return model
 
@@ -107,14 +116,11 @@ def diagnostic_scores(run, description: str) -> tuple[argparse.Namespace, pd.Dat
 def write_diagnostic(
     name: str, args: argparse.Namespace, header: str, text: str, scores: pd.DataFrame
 ) -> None:
-    """Print ``text``; write it under ``header`` and the headline ``scores`` to ``args.out``."""
-    print(text)
+    """:func:`write_results` under a name made of ``name``, the data sets and the seeds."""
     stem = os.path.join(
         args.out, f"{name}_{'_'.join(args.datasets)}_seeds_{'_'.join(map(str, args.seeds))}"
     )
-    scores.round(4).to_csv(f"{stem}_scores.csv", index=False)
-    with open(f"{stem}.md", "w") as handle:
-        handle.write(f"{header}\n\n{text}\n")
+    write_results(stem, header, text, scores.round(4))
 
 
 def held_out_groups(test: AnnData, sources: dict[str, AnnData]):
@@ -128,12 +134,8 @@ def held_out_groups(test: AnnData, sources: dict[str, AnnData]):
 
 
 def run_one(name: str, seed: int, epochs: int, model_kwargs: dict, de: bool) -> pd.DataFrame:
-    scvi.settings.seed = seed
     train, test, sources = split_data(name, seed)
-    model = scjepa.BioJEPA(train, **model_kwargs)
-    start = time.time()
-    model.train(max_epochs=epochs, enable_progress_bar=False)
-    train_seconds = time.time() - start
+    model, train_seconds = train_biojepa(train, seed, epochs, model_kwargs)
     # changes are measured against controls of the same cell types, as the model matches them
     baselines = [
         scjepa.baselines.NoChangeBaseline(labels_key="cell_type").fit(train),

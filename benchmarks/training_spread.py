@@ -15,12 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import numpy as np
 import pandas as pd
 import scvi
-from perturbation import DATASETS, EPOCHS, HEADLINE, held_out_groups, split_data
+from _report import write_results
+from perturbation import (
+    DATASETS,
+    EPOCHS,
+    HEADLINE,
+    held_out_groups,
+    split_data,
+    train_biojepa,
+)
 
 import scjepa
 from scjepa.data._matrix import dense
@@ -57,11 +64,10 @@ def main() -> None:
         frames.append(scores)
 
     for training_seed in args.training_seeds:
-        scvi.settings.seed = training_seed
-        model = scjepa.BioJEPA(train, **json.loads(args.model_kwargs))
-        start = time.time()
-        model.train(max_epochs=args.epochs, enable_progress_bar=False)
-        print(f"training seed {training_seed}: {time.time() - start:.0f} s", flush=True)
+        model, seconds = train_biojepa(
+            train, training_seed, args.epochs, json.loads(args.model_kwargs)
+        )
+        print(f"training seed {training_seed}: {seconds:.0f} s", flush=True)
         for group, (source, _, labels) in enumerate(groups):
             prediction = model.predict_perturbation(labels, adata=source)
             predictions[group].append(prediction)
@@ -82,12 +88,8 @@ def main() -> None:
         f"{args.dataset}, data seed {args.data_seed}, training seeds {args.training_seeds}, "
         f"{args.epochs or 'default'} epochs, model {args.model_kwargs}"
     )
-    text = f"{header}\n\n{table.to_string()}\n"
-    print(text)
     stem = f"{args.out}/training_spread_{args.dataset}_{args.epochs or 'default'}"
-    with open(f"{stem}.md", "w") as handle:
-        handle.write(text)
-    scores.to_csv(f"{stem}_scores.csv", index=False)
+    write_results(stem, header, table.to_string(), scores)
 
 
 if __name__ == "__main__":
