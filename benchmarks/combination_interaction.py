@@ -2,9 +2,12 @@
 
 BioJEPA composes the members of a combination additively in embedding space and adds a learned
 interaction embedding (see :class:`scjepa.module.PerturbationEncoder`), its only way to predict
-non-additive effects. This script takes the models of ``perturbation.py`` (trained once and kept
-under ``--models``) and predicts the held-out combinations whose members were both perturbed in
-training twice: as trained, and with the interaction set to zero. Scores are split by whether
+non-additive effects; after training, cross-fitting sets the share ``α`` of it that predictions
+keep (:meth:`scjepa.BioJEPA.calibrate_interaction`). This script takes the models of
+``perturbation.py`` (trained once and kept under ``--models``) and predicts the held-out
+combinations whose members were both perturbed in training three times: with the whole
+interaction (``α = 1``), with the cross-fitted share, and without it (``α = 0``). Scores are split
+by whether
 ``perturbseq_demo`` made the pair synergistic (a third programme switched on only by the pair,
 drawn at random per pair) or not (its members' effects add up, with buffering on a shared
 programme).
@@ -15,7 +18,6 @@ Usage: python benchmarks/combination_interaction.py [--datasets demo wide] [--se
 from __future__ import annotations
 
 import pandas as pd
-import torch
 from perturbation import (
     DATASETS,
     HEADLINE,
@@ -36,22 +38,25 @@ def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
     generated = scjepa.datasets.perturbseq_demo(seed=seed, **DATASETS[name])
     synergistic = set(generated.uns["perturbseq_demo"]["synergistic_pairs"])
     model = trained_model(name, seed, train, models)
-    interaction = model.module.perturbation_encoder.interaction[-1]
-    trained = {key: value.clone() for key, value in interaction.state_dict().items()}
+    share = model.module.perturbation_encoder.interaction_scale
+    cross_fitted = float(share)
     source, real, _ = next(iter(held_out_groups(test, sources)))  # the training cell types
     real = real[real.obs.split == SPLIT]
     labels = sorted(real.obs.perturbation.unique())
     frames = []
-    for variant in ["learned interaction", "no interaction"]:
-        with torch.no_grad():
-            for key, value in interaction.state_dict().items():
-                value.copy_(trained[key] if variant == "learned interaction" else 0.0)
+    variants = {
+        "whole interaction": 1.0,
+        "cross-fitted share": cross_fitted,
+        "no interaction": 0.0,
+    }
+    for variant, scale in variants.items():
+        share.fill_(scale)
         prediction = model.predict_perturbation(labels, adata=source)
         scores, _ = scjepa.tl.evaluate_perturbation(
             {"BioJEPA": prediction}, real, control=source, de=False, seed=seed
         )
-        frames.append(scores.assign(variant=variant))
-    interaction.load_state_dict(trained)
+        frames.append(scores.assign(variant=variant, interaction_scale=cross_fitted))
+    share.fill_(cross_fitted)
     scores = pd.concat(frames, ignore_index=True)
     scores["synergistic"] = scores.perturbation.isin(synergistic)
     return scores.assign(dataset=name, seed=seed)
@@ -64,7 +69,10 @@ def main() -> None:
     per_seed = scores.groupby([*keys, "seed"])[HEADLINE].mean().groupby(keys)
     overall = per_seed.mean().round(3).astype(str) + " ± " + per_seed.std().round(3).astype(str)
     text = f"by pair\n{by_kind.to_string()}\n\nmean over pairs, then seeds\n{overall.to_string()}"
-    columns = ["dataset", "seed", "perturbation", "synergistic", "variant", *HEADLINE]
+    shares = scores.groupby("dataset").interaction_scale.agg(["mean", "min", "max"]).round(2)
+    text += f"\n\ncross-fitted share of the interaction over seeds\n{shares.to_string()}"
+    columns = ["dataset", "seed", "perturbation", "synergistic", "variant", "interaction_scale"]
+    columns += HEADLINE
     header = f"held-out combinations of perturbed genes, seeds {args.seeds}"
     write_diagnostic("combination_interaction", args, header, text, scores[columns])
 

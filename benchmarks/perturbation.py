@@ -89,7 +89,12 @@ def trained_model(name: str, seed: int, train: AnnData, models: str) -> scjepa.B
     the first time and loaded after."""
     path = os.path.join(models, f"{name}_s{seed}")
     if os.path.exists(path):
-        return scjepa.BioJEPA.load(path, adata=train)
+        model = scjepa.BioJEPA.load(path, adata=train)
+        if not hasattr(model, "interaction_cross_fit_"):
+            # saved before training ended by cross-fitting the interaction
+            model.calibrate_interaction(seed=seed)
+            model.save(path, overwrite=True)
+        return model
     model, _ = train_biojepa(train, seed)
     model.save(path, overwrite=True)
     return model

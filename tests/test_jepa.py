@@ -244,11 +244,13 @@ def test_neighbour_loss_trains_only_the_neighbour_weights():
 def test_perturbation_encoder_loads_weights_saved_without_neighbour_weights():
     features = torch.randn(5, 3)
     saved = PerturbationEncoder(features, n_output=4).state_dict()
-    for name in ("feature_weights", "log_temperature"):
+    for name in ("feature_weights", "log_temperature", "interaction_scale"):
         del saved[name]
     encoder = PerturbationEncoder(features, n_output=4)
     encoder.load_state_dict(saved)
     torch.testing.assert_close(encoder.feature_weights, torch.ones(3))
+    # models saved before cross-fitting keep their whole interaction
+    assert float(encoder.interaction_scale) == 1.0
 
 
 def test_combinations_start_additive_in_the_predicted_embedding():

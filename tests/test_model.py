@@ -382,3 +382,84 @@ def test_default_training_length_is_about_1500_steps():
     assert abs(epochs * 11 - DEFAULT_TRAINING_STEPS) < 11
     assert default_max_epochs(100, 256) == 400  # tiny data: capped
     assert default_max_epochs(1_000_000, 256) == 20  # an atlas: at least 20 passes
+
+
+def test_training_cross_fits_the_interaction(trained):
+    model, data = trained
+    encoder = model.module.perturbation_encoder
+    result = model.interaction_cross_fit_
+    combinations = [p for p in data.obs.perturbation.cat.categories if "+" in p]
+    assert result["n_combinations"] == len(combinations) == 4
+    assert result["n_folds"] == 4  # one combination per fold
+    assert 0.0 <= result["interaction_scale"] <= 1.0
+    assert float(encoder.interaction_scale) == pytest.approx(result["interaction_scale"])
+    assert np.isfinite(result["out_of_fold_r2"])
+    # the same seed gives the same share, and the trained weights are left as they were
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    trainable = [p.requires_grad for p in model.module.parameters()]
+    again = model.calibrate_interaction(seed=0)
+    assert again == pytest.approx(result, nan_ok=True)
+    for key, value in model.module.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    assert [p.requires_grad for p in model.module.parameters()] == trainable
+
+
+def test_predictions_keep_the_cross_fitted_share_of_the_interaction(trained):
+    model, data = trained
+    module, encoder = model.module, model.module.perturbation_encoder
+    kept = float(encoder.interaction_scale)
+    name = [p for p in data.obs.perturbation.cat.categories if "+" in p][0]
+    members = torch.as_tensor(model._members([name])).expand(20, -1)
+    x = torch.as_tensor(controls_of(data).layers["counts"][:20].toarray())
+    module.eval()
+    with torch.no_grad():
+        context = module.embed_context(x)
+        unperturbed = module.predict_unperturbed(context)
+        additive = module.predict_additive(context, members, None, unperturbed)
+        shift = module.predict_interaction_shift(context, members, None, unperturbed)
+        predicted = {}
+        for scale in (0.0, 0.5, 1.0):
+            encoder.interaction_scale.fill_(scale)
+            predicted[scale] = module.predict_under(context, members)
+    encoder.interaction_scale.fill_(kept)
+    assert shift.abs().max() > 0  # the trained interaction moves this combination
+    torch.testing.assert_close(predicted[0.0], additive)
+    torch.testing.assert_close(predicted[1.0], additive + shift)
+    torch.testing.assert_close(predicted[0.5], (predicted[0.0] + predicted[1.0]) / 2)
+    # training fits the whole interaction, whatever share predictions keep
+    module.train()
+    with torch.no_grad():
+        torch.testing.assert_close(module.predict_under(context, members), additive + shift)
+    module.eval()
+
+
+def test_interaction_share_survives_saving(trained, tmp_path):
+    model, data = trained
+    model.save(tmp_path / "model")
+    loaded = scjepa.BioJEPA.load(tmp_path / "model", adata=data)
+    assert float(loaded.module.perturbation_encoder.interaction_scale) == pytest.approx(
+        float(model.module.perturbation_encoder.interaction_scale)
+    )
+    assert loaded.interaction_cross_fit_ == pytest.approx(model.interaction_cross_fit_)
+
+
+def test_too_few_combinations_keep_the_interaction_whole():
+    scvi.settings.seed = 0
+    data = small_perturbseq()
+    combinations = [p for p in data.obs.perturbation.cat.categories if "+" in p]
+    data = data[~data.obs.perturbation.isin(combinations[2:])].copy()
+    scjepa.BioJEPA.setup_anndata(data, layer="counts", perturbation_key="perturbation")
+    model = scjepa.BioJEPA(data, n_latent=8, n_hidden=16, n_predictor_hidden=16)
+    model.train(max_epochs=1, batch_size=128, enable_progress_bar=False)
+    result = model.interaction_cross_fit_
+    assert result["n_combinations"] == 2
+    assert result["interaction_scale"] == 1.0 and result["n_folds"] == 0
+    assert float(model.module.perturbation_encoder.interaction_scale) == 1.0
+    with pytest.raises(ValueError, match="without `perturbation_key`"):
+        scjepa.model.cross_fit_interaction(_model_without_perturbations())
+
+
+def _model_without_perturbations() -> scjepa.BioJEPA:
+    data = small_perturbseq()
+    scjepa.BioJEPA.setup_anndata(data, layer="counts")
+    return scjepa.BioJEPA(data, n_latent=8, n_hidden=16)

@@ -53,6 +53,7 @@ from scjepa.data._validation import (
     validate_numeric_obs,
     validate_obs_column,
 )
+from scjepa.model._interaction import cross_fit_interaction
 from scjepa.model._prediction import PredictionMixin
 from scjepa.model._serialization import (
     ADATA_FILE,
@@ -578,6 +579,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         early_stopping: bool = False,
         n_perturbations_per_batch: int = 8,
         n_time_points_per_batch: int = 3,
+        calibrate_interaction: bool = True,
         plan_kwargs: dict | None = None,
         datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
@@ -618,6 +620,10 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             Distinct perturbations per minibatch.
         n_time_points_per_batch
             Consecutive time points per time-course minibatch (with ``time_key``).
+        calibrate_interaction
+            After training, set how much of the learned interaction of combined perturbations
+            predictions keep, by cross-fitting it on the measured combinations
+            (:meth:`calibrate_interaction`). Models with a perturbation key only.
         plan_kwargs
             Passed to :class:`~scjepa.train.JEPATrainingPlan` (``lr``, ``ema_momentum_start``, ...).
         datasplitter_kwargs
@@ -654,7 +660,9 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             self.target_gene_direct_effect_ = typical_direct_effect(
                 self.target_gene_direct_effects_
             )
-        return super().train(
+            # a retrained model is judged afresh
+            self.module.perturbation_encoder.interaction_scale.fill_(1.0)
+        super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
@@ -667,6 +675,56 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             plan_kwargs=plan_kwargs,
             **trainer_kwargs,
         )
+        if calibrate_interaction and self.module.perturbation_encoder is not None:
+            self.calibrate_interaction(seed=settings.seed or 0)
+
+    def calibrate_interaction(
+        self,
+        n_folds: int = 5,
+        n_contexts: int = 16,
+        n_steps: int = 300,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> dict:
+        """Set how much of the learned interaction of combined perturbations predictions keep.
+
+        :meth:`train` calls it. The interaction network is fitted afresh on all but one fold of
+        the measured combinations (members all perturbed alone in training) and predicts the
+        left-out fold; the share of the interaction that predictions keep is the least-squares
+        coefficient of the observed departures from additivity on these out-of-fold predictions,
+        in [0, 1] (see :func:`scjepa.model.cross_fit_interaction`). Combinations never measured
+        are then predicted as
+        ``ẑ_∅ + Σ_a (P(z, t + e_a) − ẑ_∅) + α (P(z, t + e_S) − ẑ_∅)``. With fewer than three
+        measured combinations the interaction is kept whole.
+
+        Parameters
+        ----------
+        n_folds
+            Folds of measured combinations.
+        n_contexts
+            Control cells drawn per combination and stratum.
+        n_steps
+            Optimiser steps of each fold's fit.
+        seed
+            Seed of the folds, contexts and fresh networks.
+        batch_size
+            Minibatch size for embedding cells.
+
+        Returns
+        -------
+        ``interaction_scale`` (``α``), ``n_combinations``, ``n_folds`` and ``out_of_fold_r2``;
+        also kept as ``model.interaction_cross_fit_``.
+        """
+        self._check_if_trained(warn=True)
+        self.interaction_cross_fit_ = cross_fit_interaction(
+            self,
+            n_folds=n_folds,
+            n_contexts=n_contexts,
+            n_steps=n_steps,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        return self.interaction_cross_fit_
 
     # ---------------------------------------------------------------------------- embeddings
     def _loader(self, adata: AnnData, indices, batch_size):

@@ -353,14 +353,16 @@ class BioJEPAModule(BaseModuleClass):
 
         Members act additively on the predicted embedding, and a learned interaction adds the
         departure from additivity:
-        ``ẑ_S = ẑ_∅ + Σ_{a∈S} (P(z, t + e_a) − ẑ_∅) + (P(z, t + e_S) − ẑ_∅)``, with
+        ``ẑ_S = ẑ_∅ + Σ_{a∈S} (P(z, t + e_a) − ẑ_∅) + α (P(z, t + e_S) − ẑ_∅)``, with
         ``ẑ_∅ = P(z, t)`` the prediction without perturbation, ``P`` the predictor, ``t`` the
         perturbation task token, ``e_a`` member and ``e_S`` interaction embeddings. Each
         member's shift still depends on the cell it acts on. Latent additivity of perturbation
         effects follows CPA (Lotfollahi et al., Molecular Systems Biology 2023); the interaction
         starts at zero, so combinations are additive until combinations in training say
-        otherwise. Pass ``unperturbed`` (:meth:`predict_unperturbed` of the same ``context``) to
-        reuse it across perturbations.
+        otherwise. ``α`` (``perturbation_encoder.interaction_scale``) is 1 in training; after
+        it, :meth:`~scjepa.model.BioJEPA.calibrate_interaction` sets it to how much of the
+        interaction carries over to combinations left out of its fit. Pass ``unperturbed``
+        (:meth:`predict_unperturbed` of the same ``context``) to reuse it across perturbations.
         """
         return self._predict_with_reference(context, members, dose, unperturbed)[0]
 
@@ -372,23 +374,59 @@ class BioJEPAModule(BaseModuleClass):
         unperturbed: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`predict_under` and the unperturbed prediction ``ẑ_∅`` it builds on."""
-        if self.perturbation_encoder is None:
-            raise ValueError("This model was set up without a perturbation key.")
-        token = self.condition(Task.PERTURBATION, len(context))
         if unperturbed is None:
             unperturbed = self.predict_unperturbed(context)
-        embedded, interaction = self.perturbation_encoder(members, dose if self.use_dose else None)
+        additive = self.predict_additive(context, members, dose, unperturbed)
+        shift = self.predict_interaction_shift(context, members, dose, unperturbed)
+        # training fits the whole interaction; predictions keep the cross-fitted share of it
+        scale = 1.0 if self.training else self.perturbation_encoder.interaction_scale
+        return additive + scale * shift, unperturbed
+
+    def _perturbation_inputs(
+        self, context: torch.Tensor, members: torch.Tensor, dose: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.perturbation_encoder is None:
+            raise ValueError("This model was set up without a perturbation key.")
+        return self.condition(Task.PERTURBATION, len(context)), dose if self.use_dose else None
+
+    def predict_additive(
+        self,
+        context: torch.Tensor,
+        members: torch.Tensor,
+        dose: torch.Tensor | None,
+        unperturbed: torch.Tensor,
+    ) -> torch.Tensor:
+        """``ẑ_∅ + Σ_{a∈S} (P(z, t + e_a) − ẑ_∅)``: :meth:`predict_under` without interaction."""
+        token, dose = self._perturbation_inputs(context, members, dose)
+        embedded, _ = self.perturbation_encoder(members, dose)
         predicted = unperturbed
         for slot in range(members.shape[1]):
             rows = torch.nonzero(members[:, slot] >= 0).reshape(-1)
             if len(rows):
                 shift = self.predictor(context[rows], token[rows] + embedded[rows, slot])
                 predicted = predicted.index_add(0, rows, shift - unperturbed[rows])
+        return predicted
+
+    def predict_interaction_shift(
+        self,
+        context: torch.Tensor,
+        members: torch.Tensor,
+        dose: torch.Tensor | None,
+        unperturbed: torch.Tensor,
+        interaction_network: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        """``P(z, t + e_S) − ẑ_∅`` for rows with several members, zero for the others.
+
+        ``interaction_network`` replaces the learned interaction network ``ψ``.
+        """
+        token, dose = self._perturbation_inputs(context, members, dose)
+        _, interaction = self.perturbation_encoder(members, dose, interaction_network)
+        shift = torch.zeros_like(unperturbed)
         combined = torch.nonzero((members >= 0).sum(dim=1) > 1).reshape(-1)
         if len(combined):
-            shift = self.predictor(context[combined], token[combined] + interaction[combined])
-            predicted = predicted.index_add(0, combined, shift - unperturbed[combined])
-        return predicted, unperturbed
+            moved = self.predictor(context[combined], token[combined] + interaction[combined])
+            shift = shift.index_add(0, combined, moved - unperturbed[combined])
+        return shift
 
     def predict_after(self, context: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
         """Predicted embeddings of cells with embeddings ``context`` after ``elapsed`` time.

@@ -60,6 +60,7 @@ class PerturbationEncoder(nn.Module):
     ):
         super().__init__()
         n_entities, n_features = features.shape
+        self.n_output, self.n_hidden = n_output, n_hidden
         features = features.float().clone()
         if seen is None:
             seen = torch.ones(n_entities, dtype=torch.bool)
@@ -70,9 +71,10 @@ class PerturbationEncoder(nn.Module):
         centre = features[seen].mean(dim=0) if seen.any() else features.mean(dim=0)
         self.register_buffer("centre", centre, persistent=False)
         self.member = mlp(n_features, n_hidden, n_output, n_layers=2)
-        self.interaction = mlp(2 * n_output, n_hidden, n_output, n_layers=2)
-        nn.init.zeros_(self.interaction[-1].weight)
-        nn.init.zeros_(self.interaction[-1].bias)
+        self.interaction = self.new_interaction_network()
+        # how much of the learned interaction predictions keep; set after training by
+        # cross-fitting (scjepa.model.BioJEPA.calibrate_interaction), 1 until then
+        self.register_buffer("interaction_scale", torch.ones(()))
         self.dose_gain = mlp(1, 16, 1, n_layers=2)
         nn.init.zeros_(self.dose_gain[-1].weight)
         nn.init.zeros_(self.dose_gain[-1].bias)
@@ -81,8 +83,18 @@ class PerturbationEncoder(nn.Module):
         self.feature_weights = nn.Parameter(torch.ones(n_features))
         self.log_temperature = nn.Parameter(torch.tensor(math.log(0.1)))
 
+    def new_interaction_network(self) -> nn.Module:
+        """A fresh interaction network ``ψ`` with a zero output, so a set starts additive."""
+        network = mlp(2 * self.n_output, self.n_hidden, self.n_output, n_layers=2)
+        nn.init.zeros_(network[-1].weight)
+        nn.init.zeros_(network[-1].bias)
+        return network
+
     def forward(
-        self, members: torch.Tensor, dose: torch.Tensor | None = None
+        self,
+        members: torch.Tensor,
+        dose: torch.Tensor | None = None,
+        interaction_network: nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed the members of perturbations and their interaction.
 
@@ -93,6 +105,8 @@ class PerturbationEncoder(nn.Module):
             row (all ``-1``) has no members and a zero interaction.
         dose
             Optional ``(n,)`` or ``(n, 1)`` doses; enter as ``log1p(dose)``.
+        interaction_network
+            A network used in place of the learned ``ψ`` (as cross-fitting does).
 
         Returns
         -------
@@ -101,11 +115,12 @@ class PerturbationEncoder(nn.Module):
         """
         present = (members >= 0).unsqueeze(-1).float()
         embedded = self.embed_entities(members.clamp(min=0)) * present
+        network = self.interaction if interaction_network is None else interaction_network
         interaction = embedded.new_zeros(embedded.shape[0], embedded.shape[2])
         for a, b in itertools.combinations(range(members.shape[1]), 2):
             ea, eb = embedded[:, a], embedded[:, b]
             both = present[:, a] * present[:, b]
-            interaction = interaction + both * self.interaction(torch.cat([ea + eb, ea * eb], -1))
+            interaction = interaction + both * network(torch.cat([ea + eb, ea * eb], -1))
         if dose is not None:
             gain = 1 + self.dose_gain(torch.log1p(dose.reshape(-1, 1).float().clamp(min=0)))
             embedded = embedded * gain.unsqueeze(1)
@@ -167,9 +182,11 @@ class PerturbationEncoder(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # models saved before the neighbour weights existed load with their starting values
+        # and models saved before cross-fitting keep their whole interaction
         for name, value in [
             ("feature_weights", self.feature_weights),
             ("log_temperature", self.log_temperature),
+            ("interaction_scale", self.interaction_scale),
         ]:
             state_dict.setdefault(prefix + name, value.detach().clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
