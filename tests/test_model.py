@@ -463,3 +463,18 @@ def _model_without_perturbations() -> scjepa.BioJEPA:
     data = small_perturbseq()
     scjepa.BioJEPA.setup_anndata(data, layer="counts")
     return scjepa.BioJEPA(data, n_latent=8, n_hidden=16)
+
+
+def test_training_can_leave_the_interaction_whole(adata):
+    scvi.settings.seed = 0
+    scjepa.BioJEPA.setup_anndata(adata, layer="counts", perturbation_key="perturbation")
+    model = scjepa.BioJEPA(adata, n_latent=8, n_hidden=16, n_predictor_hidden=16)
+    share = model.module.perturbation_encoder.interaction_scale
+    quick = {"max_epochs": 1, "batch_size": 128, "enable_progress_bar": False}
+    model.train(**quick, calibrate_interaction=False)
+    assert float(share) == 1.0 and not hasattr(model, "interaction_cross_fit_")
+    result = model.calibrate_interaction(n_steps=20)
+    assert result["n_combinations"] == 4 and float(share) == result["interaction_scale"]
+    # retraining without cross-fitting forgets the share fitted to the earlier weights
+    model.train(**quick, calibrate_interaction=False)
+    assert float(share) == 1.0 and not hasattr(model, "interaction_cross_fit_")

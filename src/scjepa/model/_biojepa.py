@@ -623,7 +623,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         calibrate_interaction
             After training, set how much of the learned interaction of combined perturbations
             predictions keep, by cross-fitting it on the measured combinations
-            (:meth:`calibrate_interaction`). Models with a perturbation key only.
+            (:meth:`calibrate_interaction`); with ``False`` predictions keep the whole learned
+            interaction. Models with a perturbation key only.
         plan_kwargs
             Passed to :class:`~scjepa.train.JEPATrainingPlan` (``lr``, ``ema_momentum_start``, ...).
         datasplitter_kwargs
@@ -662,6 +663,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             )
             # a retrained model is judged afresh
             self.module.perturbation_encoder.interaction_scale.fill_(1.0)
+            if hasattr(self, "interaction_cross_fit_"):
+                del self.interaction_cross_fit_
         super().train(
             max_epochs=max_epochs,
             accelerator=accelerator,

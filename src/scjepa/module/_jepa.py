@@ -383,8 +383,9 @@ class BioJEPAModule(BaseModuleClass):
         return additive + scale * shift, unperturbed
 
     def _perturbation_inputs(
-        self, context: torch.Tensor, members: torch.Tensor, dose: torch.Tensor | None
+        self, context: torch.Tensor, dose: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The perturbation task token per context row, and the dose if the model uses one."""
         if self.perturbation_encoder is None:
             raise ValueError("This model was set up without a perturbation key.")
         return self.condition(Task.PERTURBATION, len(context)), dose if self.use_dose else None
@@ -397,7 +398,7 @@ class BioJEPAModule(BaseModuleClass):
         unperturbed: torch.Tensor,
     ) -> torch.Tensor:
         """``ẑ_∅ + Σ_{a∈S} (P(z, t + e_a) − ẑ_∅)``: :meth:`predict_under` without interaction."""
-        token, dose = self._perturbation_inputs(context, members, dose)
+        token, dose = self._perturbation_inputs(context, dose)
         embedded, _ = self.perturbation_encoder(members, dose)
         predicted = unperturbed
         for slot in range(members.shape[1]):
@@ -419,7 +420,7 @@ class BioJEPAModule(BaseModuleClass):
 
         ``interaction_network`` replaces the learned interaction network ``ψ``.
         """
-        token, dose = self._perturbation_inputs(context, members, dose)
+        token, dose = self._perturbation_inputs(context, dose)
         _, interaction = self.perturbation_encoder(members, dose, interaction_network)
         shift = torch.zeros_like(unperturbed)
         combined = torch.nonzero((members >= 0).sum(dim=1) > 1).reshape(-1)
