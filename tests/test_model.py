@@ -435,11 +435,14 @@ def test_predictions_keep_the_cross_fitted_share_of_the_interaction(trained):
 
 def test_interaction_share_survives_saving(trained, tmp_path):
     model, data = trained
+    share = model.module.perturbation_encoder.interaction_scale
+    kept = float(share)
+    # a value no fresh model starts with, so a share lost on saving cannot pass unnoticed
+    share.fill_(0.375)
     model.save(tmp_path / "model")
+    share.fill_(kept)
     loaded = scjepa.BioJEPA.load(tmp_path / "model", adata=data)
-    assert float(loaded.module.perturbation_encoder.interaction_scale) == pytest.approx(
-        float(model.module.perturbation_encoder.interaction_scale)
-    )
+    assert float(loaded.module.perturbation_encoder.interaction_scale) == 0.375
     assert loaded.interaction_cross_fit_ == pytest.approx(model.interaction_cross_fit_)
 
 
@@ -476,5 +479,25 @@ def test_training_can_leave_the_interaction_whole(adata):
     result = model.calibrate_interaction(n_steps=20)
     assert result["n_combinations"] == 4 and float(share) == result["interaction_scale"]
     # retraining without cross-fitting forgets the share fitted to the earlier weights
+    share.fill_(0.375)
     model.train(**quick, calibrate_interaction=False)
     assert float(share) == 1.0 and not hasattr(model, "interaction_cross_fit_")
+
+
+def test_stacking_share_is_the_clipped_least_squares_coefficient():
+    from scjepa.model._interaction import stacking_share
+
+    predicted = torch.tensor([[1.0, -2.0], [0.5, 1.0], [3.0, 0.0]])
+    weight = torch.tensor([1.0, 2.0, 0.5])
+    assert stacking_share(0.4 * predicted, predicted, weight) == pytest.approx(0.4)
+    # a weighted fit: the heavier row counts more
+    observed = predicted.clone()
+    observed[1] = 0.0
+    expected = float((weight[:, None] * observed * predicted).sum()) / float(
+        (weight[:, None] * predicted**2).sum()
+    )
+    assert stacking_share(observed, predicted, weight) == pytest.approx(expected)
+    assert 0.0 < expected < 1.0
+    assert stacking_share(-predicted, predicted, weight) == 0.0  # clipped below
+    assert stacking_share(3 * predicted, predicted, weight) == 1.0  # and above
+    assert stacking_share(predicted, torch.zeros_like(predicted), weight) == 0.0

@@ -121,10 +121,8 @@ def cross_fit_interaction(
                 optimizer.step()
             with torch.no_grad():
                 out_of_fold[~fitted] = interaction_means(network)[~fitted]
+    scale = stacking_share(residual, out_of_fold, weight)
     w = weight.unsqueeze(1)
-    explained = float((w * residual * out_of_fold).sum())
-    spread = float((w * out_of_fold.pow(2)).sum())
-    scale = min(max(explained / spread, 0.0), 1.0) if spread > 0 else 0.0
     r2 = 1.0 - float((w * (residual - out_of_fold).pow(2)).sum() / (w * residual.pow(2)).sum())
     encoder.interaction_scale.fill_(scale)
     logger.info(
@@ -141,6 +139,19 @@ def cross_fit_interaction(
         "n_folds": n_folds,
         "out_of_fold_r2": r2,
     }
+
+
+def stacking_share(observed: torch.Tensor, predicted: torch.Tensor, weight: torch.Tensor) -> float:
+    """How much of out-of-fold predictions to keep: ``Σ w ⟨r, ŝ⟩ / Σ w ‖ŝ‖²`` in [0, 1].
+
+    ``observed`` rows are ``r``, ``predicted`` rows ``ŝ``, ``weight`` one ``w`` per row; the
+    least-squares coefficient of ``r`` on ``ŝ``, clipped, and 0 when every ``ŝ`` is zero.
+    """
+    w = weight.unsqueeze(1)
+    spread = float((w * predicted.pow(2)).sum())
+    if spread <= 0:
+        return 0.0
+    return min(max(float((w * observed * predicted).sum()) / spread, 0.0), 1.0)
 
 
 def _combination_groups(model, n_contexts: int, rng: np.random.Generator) -> dict | None:
@@ -203,7 +214,6 @@ def _combination_groups(model, n_contexts: int, rng: np.random.Generator) -> dic
 def _embedded_groups(model, groups: dict, batch_size: int | None, device) -> tuple:
     """Contexts, mean target embeddings and weights of the groups, per-context members and doses."""
     cells = np.unique(np.concatenate([*groups["cells"], *groups["contexts"]]))
-    position = {cell: i for i, cell in enumerate(cells)}
     contexts, targets = [], []
     with torch.no_grad():
         for tensors in model._loader(model.adata, cells, batch_size):
@@ -213,7 +223,7 @@ def _embedded_groups(model, groups: dict, batch_size: int | None, device) -> tup
     context_all, target_all = torch.cat(contexts), torch.cat(targets)
 
     def rows_of(indices: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor([position[i] for i in indices], device=device)
+        return torch.as_tensor(np.searchsorted(cells, indices), device=device)
 
     target_mean = torch.stack([target_all[rows_of(c)].mean(dim=0) for c in groups["cells"]])
     weight = torch.as_tensor([len(c) for c in groups["cells"]], dtype=torch.float, device=device)

@@ -376,8 +376,10 @@ class BioJEPAModule(BaseModuleClass):
         """:meth:`predict_under` and the unperturbed prediction ``ẑ_∅`` it builds on."""
         if unperturbed is None:
             unperturbed = self.predict_unperturbed(context)
-        additive = self.predict_additive(context, members, dose, unperturbed)
-        shift = self.predict_interaction_shift(context, members, dose, unperturbed)
+        token, dose = self._perturbation_inputs(context, dose)
+        embedded, interaction = self.perturbation_encoder(members, dose)
+        additive = self._add_members(context, token, members, embedded, unperturbed)
+        shift = self._interaction_shift(context, token, members, interaction, unperturbed)
         # training fits the whole interaction; predictions keep the cross-fitted share of it
         scale = 1.0 if self.training else self.perturbation_encoder.interaction_scale
         return additive + scale * shift, unperturbed
@@ -400,13 +402,7 @@ class BioJEPAModule(BaseModuleClass):
         """``ẑ_∅ + Σ_{a∈S} (P(z, t + e_a) − ẑ_∅)``: :meth:`predict_under` without interaction."""
         token, dose = self._perturbation_inputs(context, dose)
         embedded, _ = self.perturbation_encoder(members, dose)
-        predicted = unperturbed
-        for slot in range(members.shape[1]):
-            rows = torch.nonzero(members[:, slot] >= 0).reshape(-1)
-            if len(rows):
-                shift = self.predictor(context[rows], token[rows] + embedded[rows, slot])
-                predicted = predicted.index_add(0, rows, shift - unperturbed[rows])
-        return predicted
+        return self._add_members(context, token, members, embedded, unperturbed)
 
     def predict_interaction_shift(
         self,
@@ -422,6 +418,32 @@ class BioJEPAModule(BaseModuleClass):
         """
         token, dose = self._perturbation_inputs(context, dose)
         _, interaction = self.perturbation_encoder(members, dose, interaction_network)
+        return self._interaction_shift(context, token, members, interaction, unperturbed)
+
+    def _add_members(
+        self,
+        context: torch.Tensor,
+        token: torch.Tensor,
+        members: torch.Tensor,
+        embedded: torch.Tensor,
+        unperturbed: torch.Tensor,
+    ) -> torch.Tensor:
+        predicted = unperturbed
+        for slot in range(members.shape[1]):
+            rows = torch.nonzero(members[:, slot] >= 0).reshape(-1)
+            if len(rows):
+                shift = self.predictor(context[rows], token[rows] + embedded[rows, slot])
+                predicted = predicted.index_add(0, rows, shift - unperturbed[rows])
+        return predicted
+
+    def _interaction_shift(
+        self,
+        context: torch.Tensor,
+        token: torch.Tensor,
+        members: torch.Tensor,
+        interaction: torch.Tensor,
+        unperturbed: torch.Tensor,
+    ) -> torch.Tensor:
         shift = torch.zeros_like(unperturbed)
         combined = torch.nonzero((members >= 0).sum(dim=1) > 1).reshape(-1)
         if len(combined):
