@@ -778,11 +778,11 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self.module.eval()
         chunks = []
         for tensors in self._loader(adata, indices, batch_size):
-            rna = self.module.embed(tensors[REGISTRY_KEYS.X_KEY])
-            if modality == "rna":
-                chunks.append(rna.cpu())
+            if modality == "rna" or not others:
+                chunks.append(self.module.embed(tensors[REGISTRY_KEYS.X_KEY]).cpu())
                 continue
-            embeddings = [self._modality_embedding(tensors, other) for other in others]
+            rna, context = self.module.embed_target_and_context(tensors[REGISTRY_KEYS.X_KEY])
+            embeddings = [self._modality_embedding(tensors, other, context) for other in others]
             if modality == "joint":
                 embeddings.append(rna)
             chunks.append(torch.stack(embeddings).mean(dim=0).cpu())
@@ -800,12 +800,15 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(f"This model was set up without {name} counts.")
         return modality
 
-    def _modality_embedding(self, tensors: dict, modality: Modality) -> torch.Tensor:
-        """Embeddings of ``modality`` where it was measured, predicted from RNA elsewhere."""
+    def _modality_embedding(
+        self, tensors: dict, modality: Modality, context: torch.Tensor
+    ) -> torch.Tensor:
+        """Embeddings of ``modality`` where it was measured, predicted from RNA elsewhere.
+
+        ``context`` holds the cells' online RNA embeddings, which the prediction starts from.
+        """
         counts = tensors[modality.registry_key].to(self.device)
-        predicted = self.module.predict_modality(
-            self.module.embed_context(tensors[REGISTRY_KEYS.X_KEY]), target=modality
-        )
+        predicted = self.module.predict_modality(context, target=modality)
         measured = (library_size(counts) > 0).unsqueeze(1)
         return torch.where(measured, self.module.embed_modality(counts, modality), predicted)
 

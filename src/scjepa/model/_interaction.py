@@ -218,8 +218,9 @@ def _embedded_groups(model, groups: dict, batch_size: int | None, device) -> tup
     with torch.no_grad():
         for tensors in model._loader(model.adata, cells, batch_size):
             x = tensors[REGISTRY_KEYS.X_KEY].to(device)
-            contexts.append(model.module.embed_context(x))
-            targets.append(model.module.embed(x))
+            target, context = model.module.embed_target_and_context(x)
+            contexts.append(context)
+            targets.append(target)
     context_all, target_all = torch.cat(contexts), torch.cat(targets)
 
     def rows_of(indices: np.ndarray) -> torch.Tensor:

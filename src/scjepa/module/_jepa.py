@@ -334,6 +334,12 @@ class BioJEPAModule(BaseModuleClass):
         normalized, _ = log_normalize(x)
         return self.target_encoder(normalized)
 
+    @auto_move_data
+    def embed_target_and_context(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed` and :meth:`embed_context` of raw counts ``x``, normalised once."""
+        normalized, _ = log_normalize(x)
+        return self.target_encoder(normalized), self.encoder(normalized)
+
     def condition(self, task: Task, n: int) -> torch.Tensor:
         """Context vectors ``(n, n_perturbation_embedding)`` of ``task``."""
         return self.task_embedding.weight[int(task)].expand(n, -1)
