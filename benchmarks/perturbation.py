@@ -9,6 +9,7 @@ Prints one table (metric x split x method, mean ± sd over seeds) and writes it 
 scores to ``--out``.
 
 Usage: python benchmarks/perturbation.py [--seeds 0 1 2 3 4] [--datasets demo wide] [--epochs 150]
+       python benchmarks/perturbation.py --scores benchmarks/results/perturbation_scores.csv
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
     ``seed sd`` is the larger of the two methods' standard deviations over seeds, the bar's
     test. Each seed generates its own data set and split, so much of that spread is shared by
     both methods; ``paired sd`` is the standard deviation over seeds of the margin itself, the
-    spread of a paired comparison, reported next to it.
+    spread of a paired comparison, reported next to it, as is ``seeds won``: in how many seeds
+    BioJEPA's mean is better.
     """
     keys = ["dataset", "split", "seed", "perturbation"]
     model = scores[scores.method == "BioJEPA"].set_index(keys)[HEADLINE]
@@ -227,6 +229,7 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
                     "wins": bool(margin > spread),
                     "paired sd": round(paired_sd, 3),
                     "wins (paired)": bool(margin > paired_sd),
+                    "seeds won": f"{int(((theirs - ours) * sign > 0).sum())}/{len(ours)}",
                 }
             )
     return pd.DataFrame(rows)
@@ -240,17 +243,25 @@ def main() -> None:
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
     parser.add_argument("--no-de", action="store_true", help="skip the Wilcoxon DE overlap")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--scores",
+        help="a stored _scores.csv: rebuild its table and bar check instead of training",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
-    scores = pd.concat(
-        [
-            run_one(name, seed, args.epochs, json.loads(args.model_kwargs), not args.no_de)
-            for name in args.datasets
-            for seed in args.seeds
-        ],
-        ignore_index=True,
-    )
+    if args.scores:
+        scores = pd.read_csv(args.scores)
+        scores = scores[scores.dataset.isin(args.datasets) & scores.seed.isin(args.seeds)]
+    else:
+        scores = pd.concat(
+            [
+                run_one(name, seed, args.epochs, json.loads(args.model_kwargs), not args.no_de)
+                for name in args.datasets
+                for seed in args.seeds
+            ],
+            ignore_index=True,
+        )
     table = summarise(scores)
     check = bar_check(scores)
     report(
