@@ -251,7 +251,8 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
 
     if args.scores:
-        scores = pd.read_csv(args.scores)
+        # read back exactly, so the scores file it rewrites is unchanged
+        scores = pd.read_csv(args.scores, float_precision="round_trip")
         scores = scores[scores.dataset.isin(args.datasets) & scores.seed.isin(args.seeds)]
     else:
         scores = pd.concat(
