@@ -7,6 +7,8 @@ from tests.conftest import controls_of, perturbed_genes, small_perturbseq
 
 import scjepa
 from scjepa.data._direct_effect import apply_direct_effect
+from scjepa.data._features import log_normalize
+from scjepa.data._matrix import dense
 from scjepa.module._normalize import log_normalize as torch_log_normalize
 
 DIAGNOSTICS = [
@@ -501,3 +503,49 @@ def test_stacking_share_is_the_clipped_least_squares_coefficient():
     assert stacking_share(-predicted, predicted, weight) == 0.0  # clipped below
     assert stacking_share(3 * predicted, predicted, weight) == 1.0  # and above
     assert stacking_share(predicted, torch.zeros_like(predicted), weight) == 0.0
+
+
+def test_cell_type_never_perturbed_pools_its_change_with_the_perturbed_types():
+    scvi.settings.seed = 0
+    data = small_perturbseq()
+    # every perturbed cell of type_0 is left out: type_0 reaches training as controls only
+    data = data[(data.obs.cell_type != "type_0") | (data.obs.perturbation == "control")].copy()
+    scjepa.BioJEPA.setup_anndata(
+        data, layer="counts", perturbation_key="perturbation", labels_key="cell_type"
+    )
+    model = scjepa.BioJEPA(data, n_latent=8, n_hidden=32, n_predictor_hidden=32)
+    model.train(max_epochs=8, batch_size=64, enable_progress_bar=False, calibrate_interaction=False)
+    controls = controls_of(data)
+    new_type = (controls.obs.cell_type == "type_0").to_numpy()
+    name = next(p for p in data.obs.perturbation.cat.categories if p != "control")
+    # the targeted gene follows each cell's own level (its direct effect), not the pooling
+    others = np.delete(np.arange(data.n_vars), list(data.var_names).index(name.split("+")[0]))
+    observed = dense(log_normalize(controls.layers["counts"]))[:, others]
+
+    def predicted(weight):
+        pred = model.predict_perturbation(name, adata=controls, new_cell_type_weight=weight)
+        return np.asarray(pred.X)[:, others], pred.obsm["X_biojepa"]
+
+    own, own_z = predicted(1.0)
+    pooled, pooled_z = predicted(0.0)
+    half, half_z = predicted(0.5)
+    # cells of the perturbed cell types keep their own prediction whatever the weight
+    np.testing.assert_allclose(pooled[~new_type], own[~new_type], atol=1e-5)
+    np.testing.assert_allclose(pooled_z[~new_type], own_z[~new_type], atol=1e-6)
+    # fully pooled, every new-type cell gets the same change where expression is not clipped
+    change = np.where(pooled[new_type] > 0, (pooled - observed)[new_type], np.nan)
+    genes = ~np.isnan(change).all(axis=0)
+    shared = np.nanmedian(change[:, genes], axis=0)
+    assert np.abs(shared).max() > 1e-2
+    assert np.nanmax(np.abs(change[:, genes] - shared)) < 1e-3 * np.abs(shared).max()
+    # whereas each cell's own prediction changes it in its own way
+    own_change = np.where(own[new_type] > 0, (own - observed)[new_type], np.nan)
+    assert np.nanmax(np.nanstd(own_change[:, genes], axis=0)) > 1e-2
+    # half-way is the mean of the two, in expression and in embedding space
+    both = (pooled[new_type] > 0) & (own[new_type] > 0)
+    np.testing.assert_allclose(
+        half[new_type][both], 0.5 * (own + pooled)[new_type][both], atol=1e-4
+    )
+    np.testing.assert_allclose(half_z[new_type], 0.5 * (own_z + pooled_z)[new_type], atol=1e-5)
+    with pytest.raises(ValueError, match="new_cell_type_weight"):
+        model.predict_perturbation(name, adata=controls, new_cell_type_weight=1.5)
