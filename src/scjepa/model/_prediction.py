@@ -183,7 +183,7 @@ class PredictionMixin:
             in embedding space. The predictor never saw a perturbation act in such a cell type,
             so its own prediction there extrapolates; pooling it with the response predicted
             where perturbations were measured is the partial pooling of a hierarchical model
-            (see :mod:`scjepa.model._cell_type_pooling`). On the held-out cell type of
+            (Gelman & Hill, 2007; ``docs/perturbation_model.md``). On the held-out cell type of
             ``benchmarks/perturbation.py`` (five seeds) it raised the top-20 Pearson delta from
             0.504 to 0.527 (``demo``) and from 0.409 to 0.426 (``wide``; additive baseline 0.496
             and 0.408) and narrowed its spread over seeds. ``1`` keeps every cell's own
