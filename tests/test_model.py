@@ -547,5 +547,9 @@ def test_cell_type_never_perturbed_pools_its_change_with_the_perturbed_types():
         half[new_type][both], 0.5 * (own + pooled)[new_type][both], atol=1e-4
     )
     np.testing.assert_allclose(half_z[new_type], 0.5 * (own_z + pooled_z)[new_type], atol=1e-5)
+    # the modes that move or draw counts start from the pooled state too
+    for mode in ("transport", "sample"):
+        counts = model.predict_perturbation(name, adata=controls, expression=mode).layers["counts"]
+        assert counts.shape == controls.shape and (counts >= 0).all()
     with pytest.raises(ValueError, match="new_cell_type_weight"):
         model.predict_perturbation(name, adata=controls, new_cell_type_weight=1.5)
