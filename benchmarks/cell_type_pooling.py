@@ -18,9 +18,9 @@ from __future__ import annotations
 import pandas as pd
 from perturbation import (
     HEADLINE,
-    LOWER_IS_BETTER,
     diagnostic_scores,
     held_out_groups,
+    paired_margin,
     split_data,
     trained_model,
     write_diagnostic,
@@ -59,16 +59,17 @@ def against_additive(per_seed: pd.DataFrame) -> pd.DataFrame:
             continue
         additive = per_seed.loc[(dataset, "additive")]
         for metric in HEADLINE:
-            sign = 1 if metric in LOWER_IS_BETTER else -1
-            margin = (additive[metric] - block.loc[(dataset, method)][metric]) * sign
+            margin, paired_sd, won = paired_margin(
+                block.loc[(dataset, method)][metric], additive[metric], metric
+            )
             rows.append(
                 {
                     "dataset": dataset,
                     "method": method,
                     "metric": metric,
-                    "margin": round(margin.mean(), 3),
-                    "paired sd": round(margin.std(), 3),
-                    "seeds won": f"{int((margin > 0).sum())}/{len(margin)}",
+                    "margin": round(margin, 3),
+                    "paired sd": round(paired_sd, 3),
+                    "seeds won": won,
                 }
             )
     return pd.DataFrame(rows)

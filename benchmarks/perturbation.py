@@ -190,6 +190,17 @@ def summarise(scores: pd.DataFrame) -> pd.DataFrame:
     return grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
 
 
+def paired_margin(ours: pd.Series, theirs: pd.Series, metric: str) -> tuple[float, float, str]:
+    """How much better ``ours`` is than ``theirs`` (per-seed means of ``metric``, aligned by
+    seed; positive: ours is better): the mean margin, its sd over seeds (0 for one seed) and
+    the seeds won, as ``"won/seeds"``."""
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    difference = (theirs - ours) * sign
+    sd = difference.std()
+    won = f"{int((difference > 0).sum())}/{len(difference)}"
+    return difference.mean(), 0.0 if pd.isna(sd) else sd, won
+
+
 def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
     """For each data set, split and headline metric: BioJEPA against the best baseline.
 
@@ -207,7 +218,6 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
     for (dataset, split), block in scores.groupby(["dataset", "split"]):
         for metric in HEADLINE:
             lower = metric in LOWER_IS_BETTER
-            sign = 1 if lower else -1
             paired = {}
             for method, own in block[block.method != "BioJEPA"].groupby("method"):
                 both = own.set_index(keys)[[metric]].join(
@@ -219,10 +229,8 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
             best = (min if lower else max)(means, key=means.get)
             by_seed = paired[best]
             ours, theirs = by_seed[f"{metric}_model"], by_seed[metric]
-            margin = (theirs.mean() - ours.mean()) * sign
+            margin, paired_sd, won = paired_margin(ours, theirs, metric)
             spread = max(ours.std(), theirs.std())
-            paired_sd = ((theirs - ours) * sign).std()
-            paired_sd = 0.0 if pd.isna(paired_sd) else paired_sd
             rows.append(
                 {
                     "dataset": dataset,
@@ -237,7 +245,7 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
                     "wins": bool(margin > spread),
                     "paired sd": round(paired_sd, 3),
                     "wins (paired)": bool(margin > paired_sd),
-                    "seeds won": f"{int(((theirs - ours) * sign > 0).sum())}/{len(ours)}",
+                    "seeds won": won,
                 }
             )
     return pd.DataFrame(rows)
