@@ -44,16 +44,24 @@ def group_means(
 
     One sparse indicator product, so sparse matrices are never densified cell by cell.
     """
+    sums, counts = group_sums(matrix, labels, names)
+    return sums / np.maximum(counts, 1)[:, None]
+
+
+def group_sums(
+    matrix: np.ndarray | sparse.spmatrix, labels: np.ndarray, names: np.ndarray | list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the rows of ``matrix`` per label, ordered as ``names``, and the rows per label.
+
+    Rows whose label is not among ``names`` are left out.
+    """
     codes = pd.Categorical(np.asarray(labels).astype(str), categories=list(names)).codes
     keep = codes >= 0
     rows = np.flatnonzero(keep)
     indicator = sparse.csr_matrix(
         (np.ones(len(rows)), (codes[keep], rows)), shape=(len(names), len(codes))
     )
-    sums = indicator @ matrix
-    sums = dense(sums)
-    counts = np.bincount(codes[keep], minlength=len(names))[:, None]
-    return sums / np.maximum(counts, 1)
+    return dense(indicator @ matrix), np.bincount(codes[keep], minlength=len(names))
 
 
 def sampled_log_expression(counts, max_cells: int = 20_000, seed: int = 0) -> np.ndarray:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from scjepa.data._features import group_means, log_normalize
+from scjepa.data._features import group_means, group_sums, log_normalize
 
 
 def log_normalized_matrix(adata: AnnData, layer: str | None = None) -> np.ndarray | sparse.spmatrix:
@@ -89,27 +91,69 @@ def perturbation_deltas(
         if labels_key is None
         else adata.obs[labels_key].astype(str).to_numpy()
     )
-    matrix = log_normalized_matrix(adata, layer)
-    names = [name for name in dict.fromkeys(labels) if name != control_value]
-    sums = np.zeros((len(names), adata.n_vars))
-    weights = np.zeros(len(names))
-    for stratum in dict.fromkeys(strata):
-        in_stratum = strata == stratum
-        means = labelled_means(matrix[in_stratum], labels[in_stratum], adata.var_names)
-        if control_value not in means.index:
-            continue
-        counts = pd.Series(labels[in_stratum]).value_counts()
-        for i, name in enumerate(names):
-            if name in means.index:
-                sums[i] += counts[name] * (means.loc[name] - means.loc[control_value]).to_numpy()
-                weights[i] += counts[name]
-    unmatched = [name for name, weight in zip(names, weights, strict=True) if weight == 0]
+    groups = stratum_groups(strata, labels)
+    sums, sizes = group_sums(log_normalized_matrix(adata, layer), groups.key, groups.names)
+    names, deltas, n_cells = stratified_deltas(sums, sizes, groups, control_value)
+    unmatched = [name for name, n in zip(names, n_cells, strict=True) if n == 0]
     if unmatched:
         raise ValueError(
             f"No control cells share a {labels_key!r} label with the cells of "
             f"{', '.join(map(repr, unmatched[:5]))}; their change cannot be measured."
         )
-    return pd.DataFrame(sums / weights[:, None], index=names, columns=adata.var_names)
+    return pd.DataFrame(deltas, index=names, columns=adata.var_names)
+
+
+class StratumGroups(NamedTuple):
+    """The (stratum, perturbation) group of every cell, for :func:`stratified_deltas`."""
+
+    key: np.ndarray
+    """Each cell's group name."""
+    names: list[str]
+    """Group names, in order of appearance."""
+    strata: np.ndarray
+    """Each group's stratum."""
+    labels: np.ndarray
+    """Each group's perturbation label."""
+
+
+def stratum_groups(strata: np.ndarray, labels: np.ndarray) -> StratumGroups:
+    """Cells grouped by stratum and perturbation label (both string arrays)."""
+    key = np.char.add(np.char.add(strata.astype(str), "\x1f"), labels.astype(str))
+    names, first = np.unique(key, return_index=True)
+    order = np.argsort(first)
+    return StratumGroups(
+        key, [str(n) for n in names[order]], strata[first[order]], labels[first[order]]
+    )
+
+
+def stratified_deltas(
+    sums: np.ndarray, sizes: np.ndarray, groups: StratumGroups, control_value: str
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Change of each perturbation's mean from the controls of its strata.
+
+    As in :func:`perturbation_deltas`, averaged over strata weighted by the perturbation's cells
+    in each. ``sums`` and ``sizes`` are the summed log-normalised expression and the number of
+    cells of every group of ``groups``. Returns the perturbation labels (in order of
+    appearance), their changes (rows; NaN for a perturbation no stratum holds controls for) and
+    the number of its cells that were matched with controls.
+    """
+    names = [name for name in dict.fromkeys(groups.labels) if name != control_value]
+    row = {name: i for i, name in enumerate(names)}
+    totals = np.zeros((len(names), sums.shape[1]))
+    n_cells = np.zeros(len(names))
+    means = sums / np.maximum(sizes, 1)[:, None]
+    control_of = {
+        stratum: g
+        for g, (stratum, label) in enumerate(zip(groups.strata, groups.labels, strict=True))
+        if label == control_value
+    }
+    for g, (stratum, label) in enumerate(zip(groups.strata, groups.labels, strict=True)):
+        if label == control_value or stratum not in control_of:
+            continue
+        totals[row[label]] += sizes[g] * (means[g] - means[control_of[stratum]])
+        n_cells[row[label]] += sizes[g]
+    with np.errstate(invalid="ignore"):
+        return names, totals / n_cells[:, None], n_cells
 
 
 def labelled_means(matrix, labels: np.ndarray, var_names: pd.Index) -> pd.DataFrame:
