@@ -229,6 +229,7 @@ def test_save_load_round_trip(trained, tmp_path):
     assert loaded.is_trained
     assert loaded.target_gene_direct_effect_ == model.target_gene_direct_effect_
     assert loaded.target_gene_direct_effects_ == model.target_gene_direct_effects_ != {}
+    np.testing.assert_array_equal(loaded.mean_perturbation_change_, model.mean_perturbation_change_)
     pd.testing.assert_frame_equal(loaded.history["train_loss"], model.history["train_loss"])
 
     from_disk = scjepa.BioJEPA.load(tmp_path / "model")
@@ -503,6 +504,59 @@ def test_stacking_share_is_the_clipped_least_squares_coefficient():
     assert stacking_share(-predicted, predicted, weight) == 0.0  # clipped below
     assert stacking_share(3 * predicted, predicted, weight) == 1.0  # and above
     assert stacking_share(predicted, torch.zeros_like(predicted), weight) == 0.0
+
+
+def test_gene_never_perturbed_pools_its_change_with_the_mean_measured_change(trained, tmp_path):
+    model, data = trained
+    controls = controls_of(data)
+    # the mean change is the mean-of-perturbations baseline's, measured within cell types
+    baseline = scjepa.baselines.MeanPerturbationBaseline(labels_key="cell_type").fit(data)
+    np.testing.assert_allclose(
+        model.mean_perturbation_change_, baseline.delta("any"), rtol=1e-5, atol=1e-6
+    )
+    perturbed = perturbed_genes(data)
+    unseen = next(gene for gene in data.var_names if gene not in perturbed)
+    seen = sorted(perturbed)[0]
+    names = [unseen, seen, f"{unseen}+{seen}"]
+    target = list(data.var_names).index(unseen)
+    others = np.delete(np.arange(data.n_vars), target)
+    observed = dense(log_normalize(controls.layers["counts"]))
+
+    def predicted(weight, expression="shift"):
+        pred = model.predict_perturbation(
+            names, adata=controls, new_gene_weight=weight, expression=expression
+        )
+        return [np.asarray(pred[pred.obs.perturbation == n].X) for n in names]
+
+    own, pooled, half = predicted(1.0), predicted(0.0), predicted(0.5)
+    # perturbations with a measured member keep their own prediction whatever the weight
+    for k in (1, 2):
+        np.testing.assert_allclose(pooled[k], own[k], atol=1e-6)
+    # the targeted gene keeps its direct effect
+    np.testing.assert_allclose(pooled[0][:, target], own[0][:, target], atol=1e-6)
+    # fully pooled, every cell changes by the mean measured change where not clipped at zero
+    change = (pooled[0] - observed)[:, others]
+    unclipped = pooled[0][:, others] > 0
+    mean_change = np.broadcast_to(model.mean_perturbation_change_[others], change.shape)
+    np.testing.assert_allclose(change[unclipped], mean_change[unclipped], atol=1e-4)
+    assert np.abs(own[0][:, others] - pooled[0][:, others]).max() > 1e-2
+    # half-way is the mean of the two
+    both = (pooled[0] > 0) & (own[0] > 0)
+    np.testing.assert_allclose(half[0][both], 0.5 * (own[0] + pooled[0])[both], atol=1e-4)
+    # the decoded state is pooled too
+    own_mean, pooled_mean = predicted(1.0, "mean")[0], predicted(0.0, "mean")[0]
+    assert np.abs(own_mean[:, others] - pooled_mean[:, others]).max() > 1e-2
+    with pytest.raises(ValueError, match="new_gene_weight"):
+        model.predict_perturbation(unseen, adata=controls, new_gene_weight=-0.1)
+    # a model saved before the mean change was kept measures it again when loaded
+    kept = model.mean_perturbation_change_
+    del model.mean_perturbation_change_
+    try:
+        model.save(tmp_path / "legacy")
+    finally:
+        model.mean_perturbation_change_ = kept
+    legacy = scjepa.BioJEPA.load(tmp_path / "legacy", adata=data)
+    np.testing.assert_allclose(legacy.mean_perturbation_change_, kept, rtol=1e-6)
 
 
 def test_cell_type_never_perturbed_pools_its_change_with_the_perturbed_types():

@@ -54,6 +54,7 @@ from scjepa.data._validation import (
     validate_obs_column,
 )
 from scjepa.model._interaction import cross_fit_interaction
+from scjepa.model._new_gene_pooling import mean_measured_change
 from scjepa.model._prediction import PredictionMixin
 from scjepa.model._serialization import (
     ADATA_FILE,
@@ -171,6 +172,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self.perturbation_vocabulary_: list[str] | None = None
         self.target_gene_direct_effect_: list[float] | None = None
         self.target_gene_direct_effects_: dict[str, list[float]] = {}
+        self.mean_perturbation_change_: np.ndarray | None = None
         features, members, ctrl = None, None, None
         if SCJEPA_KEYS.PERTURBATION_KEY in self.adata_manager.data_registry:
             table = self._perturbation_feature_table(perturbation_features, n_perturbation_features)
@@ -661,6 +663,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             self.target_gene_direct_effect_ = typical_direct_effect(
                 self.target_gene_direct_effects_
             )
+            self.mean_perturbation_change_ = mean_measured_change(self.adata_manager, layer)
             # a retrained model is judged afresh
             self.module.perturbation_encoder.interaction_scale.fill_(1.0)
             if hasattr(self, "interaction_cross_fit_"):
@@ -948,6 +951,13 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
         model = cls(adata, **non_kwargs, **kwargs)
         for name, value in _legacy_direct_effects(attributes).items():
             setattr(model, name, value)
+        if model.module.perturbation_encoder is not None and (
+            "mean_perturbation_change_" not in attributes
+        ):
+            # saved before predictions were pooled towards it: measure it on the training data
+            model.mean_perturbation_change_ = mean_measured_change(
+                model.adata_manager, model._counts(model.adata)
+            )
         model.module.load_state_dict(state_dict)
         _, _, torch_device = parse_device_args(
             accelerator=accelerator,
