@@ -20,15 +20,14 @@ from perturbation import (
     HEADLINE,
     diagnostic_scores,
     held_out_groups,
-    paired_margin,
+    pooling_sweep,
     split_data,
     trained_model,
+    weights_against_baseline,
     write_diagnostic,
 )
 
 import scjepa
-
-WEIGHTS = [1.0, 0.75, 0.5, 0.25, 0.0]
 
 
 def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
@@ -38,50 +37,13 @@ def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
     additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
     singles = {m[0] for m in additive.members_.values() if len(m) == 1}
     labels = [label for label in labels if set(label.split("+")) <= singles]
-    real = real[real.obs.perturbation.isin(labels)]
-    predictions = {"additive": additive.predict_perturbation(labels, source)}
-    for weight in WEIGHTS:
-        predictions[f"BioJEPA, w = {weight:g}"] = model.predict_perturbation(
-            labels, adata=source, new_cell_type_weight=weight
-        )
-    scores, _ = scjepa.tl.evaluate_perturbation(
-        predictions, real, control=source, de=False, seed=seed
-    )
+    scores = pooling_sweep(model, "new_cell_type_weight", labels, source, real, additive, seed)
     return scores.assign(dataset=name, seed=seed)
-
-
-def against_additive(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per data set, weight and headline metric: margin over the additive baseline (positive =
-    BioJEPA better), its sd over seeds and the seeds won."""
-    rows = []
-    for (dataset, method), block in per_seed.groupby(["dataset", "method"]):
-        if method == "additive":
-            continue
-        additive = per_seed.loc[(dataset, "additive")]
-        for metric in HEADLINE:
-            margin, paired_sd, won = paired_margin(
-                block.loc[(dataset, method)][metric], additive[metric], metric
-            )
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "method": method,
-                    "metric": metric,
-                    "margin": round(margin, 3),
-                    "paired sd": round(paired_sd, 3),
-                    "seeds won": won,
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def main() -> None:
     args, scores = diagnostic_scores(run_one, __doc__)
-    per_seed = scores.groupby(["dataset", "method", "seed"])[HEADLINE].mean()
-    grouped = per_seed.groupby(["dataset", "method"])
-    table = grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
-    text = f"mean ± sd over seeds\n{table.to_string()}\n\nagainst the additive baseline\n"
-    text += against_additive(per_seed).to_string(index=False)
+    text = weights_against_baseline(scores, "additive", ["dataset"])
     columns = ["dataset", "seed", "perturbation", "method", *HEADLINE]
     header = f"held-out cell type, seeds {args.seeds}"
     write_diagnostic("cell_type_pooling", args, header, text, scores[columns])

@@ -201,6 +201,65 @@ def paired_margin(ours: pd.Series, theirs: pd.Series, metric: str) -> tuple[floa
     return difference.mean(), 0.0 if pd.isna(sd) else sd, won
 
 
+POOLING_WEIGHTS = [1.0, 0.75, 0.5, 0.25, 0.0]
+"""Shares of its own change a prediction keeps, swept by the pooling diagnostics."""
+
+
+def pooling_sweep(
+    model: scjepa.BioJEPA,
+    argument: str,
+    labels: list[str],
+    source: AnnData,
+    real: AnnData,
+    baseline,
+    seed: int,
+) -> pd.DataFrame:
+    """Scores of ``baseline`` (fitted) and of BioJEPA's predictions of ``labels`` from
+    ``source`` at every :data:`POOLING_WEIGHTS` of ``predict_perturbation``'s ``argument``."""
+    predictions = {baseline.name: baseline.predict_perturbation(labels, source)}
+    for weight in POOLING_WEIGHTS:
+        predictions[f"BioJEPA, w = {weight:g}"] = model.predict_perturbation(
+            labels, adata=source, **{argument: weight}
+        )
+    scores, _ = scjepa.tl.evaluate_perturbation(
+        predictions, real[real.obs.perturbation.isin(labels)], control=source, de=False, seed=seed
+    )
+    return scores
+
+
+def weights_against_baseline(scores: pd.DataFrame, baseline: str, keys: list[str]) -> str:
+    """Text of a pooling-weight sweep: mean ± sd over seeds of every method's headline scores
+    per ``keys`` (``dataset`` first), then each method's paired margin over ``baseline``
+    (positive = better than it), its sd over seeds and the seeds won."""
+    per_seed = scores.groupby([*keys, "method", "seed"])[HEADLINE].mean()
+    grouped = per_seed.groupby([*keys, "method"])
+    table = grouped.mean().round(3).astype(str) + " ± " + grouped.std().round(3).astype(str)
+    rows = []
+    for group, block in per_seed.groupby([*keys, "method"]):
+        *where, method = group
+        if method == baseline:
+            continue
+        reference = per_seed.loc[(*where, baseline)]
+        for metric in HEADLINE:
+            margin, paired_sd, won = paired_margin(
+                block.loc[group][metric], reference[metric], metric
+            )
+            rows.append(
+                {
+                    **dict(zip(keys, where, strict=True)),
+                    "method": method,
+                    "metric": metric,
+                    "margin": round(margin, 3),
+                    "paired sd": round(paired_sd, 3),
+                    "seeds won": won,
+                }
+            )
+    return (
+        f"mean ± sd over seeds\n{table.to_string()}\n\nagainst the {baseline} baseline\n"
+        + pd.DataFrame(rows).to_string(index=False)
+    )
+
+
 def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
     """For each data set, split and headline metric: BioJEPA against the best baseline.
 
