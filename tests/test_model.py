@@ -592,6 +592,11 @@ def test_cell_type_never_perturbed_pools_its_change_with_the_perturbed_types():
     shared = np.nanmedian(change[:, genes], axis=0)
     assert np.abs(shared).max() > 1e-2
     assert np.nanmax(np.abs(change[:, genes] - shared)) < 1e-3 * np.abs(shared).max()
+    # and that change is the one measured for this perturbation in the perturbed cell types
+    measured = scjepa.metrics.perturbation_deltas(
+        data, "perturbation", "control", "counts", "cell_type"
+    ).loc[name]
+    np.testing.assert_allclose(shared, measured.to_numpy()[others][genes], atol=1e-4)
     # whereas each cell's own prediction changes it in its own way
     own_change = np.where(own[new_type] > 0, (own - observed)[new_type], np.nan)
     assert np.nanmax(np.nanstd(own_change[:, genes], axis=0)) > 1e-2

@@ -664,6 +664,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 self.target_gene_direct_effects_
             )
             self.mean_perturbation_change_ = mean_measured_change(self.adata_manager, layer)
+            self._measured_changes_by_members = None
             # a retrained model is judged afresh
             self.module.perturbation_encoder.interaction_scale.fill_(1.0)
             if hasattr(self, "interaction_cross_fit_"):

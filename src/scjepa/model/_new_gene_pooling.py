@@ -13,46 +13,21 @@ in a hierarchical model, Gelman & Hill, 2007).
 from __future__ import annotations
 
 import numpy as np
-from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 
-from scjepa._constants import SCJEPA_KEYS
-from scjepa.data._features import group_sums, log_normalize
-from scjepa.data._sampling import control_code
-from scjepa.metrics._expression import stratified_deltas, stratum_groups
-
-CHUNK_CELLS = 10_000
-"""Cells normalised at a time when measuring the mean change."""
+from scjepa.model._measured_changes import measured_changes
 
 
 def mean_measured_change(adata_manager: AnnDataManager, counts) -> np.ndarray | None:
-    """Mean over the training perturbations of their change of log-normalised expression.
+    """Mean of the training perturbations' measured changes of log-normalised expression.
 
-    Each perturbation's change is measured against the control cells of the same cell type (the
-    registered labels), as :func:`scjepa.metrics.perturbation_deltas` does for the baselines, and
-    every perturbation counts once. ``None`` when no perturbation's change can be measured.
+    Each perturbation (:func:`~scjepa.model._measured_changes.measured_changes`) counts once;
+    ``None`` when no perturbation's change can be measured.
     """
-    control = control_code(adata_manager)
-    if control is None:
+    changes = measured_changes(adata_manager, counts)
+    if not changes:
         return None
-    perturbation = np.asarray(adata_manager.get_from_registry(SCJEPA_KEYS.PERTURBATION_KEY))
-    labels = np.asarray(adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY))
-    groups = stratum_groups(labels.ravel().astype(str), perturbation.ravel().astype(str))
-    sums = np.zeros((len(groups.names), counts.shape[1]))
-    sizes = np.zeros(len(groups.names))
-    # in chunks of cells, so that counts read from disk are never loaded whole
-    for start in range(0, counts.shape[0], CHUNK_CELLS):
-        rows = slice(start, start + CHUNK_CELLS)
-        chunk_sums, chunk_sizes = group_sums(
-            log_normalize(counts[rows]), groups.key[rows], groups.names
-        )
-        sums += chunk_sums
-        sizes += chunk_sizes
-    _, deltas, n_cells = stratified_deltas(sums, sizes, groups, str(control))
-    measured = n_cells > 0
-    if not measured.any():
-        return None
-    return deltas[measured].mean(axis=0).astype(np.float32)
+    return np.mean(list(changes.values()), axis=0).astype(np.float32)
 
 
 def own_change_shares(members: np.ndarray, seen: np.ndarray, weight: float) -> np.ndarray | None:

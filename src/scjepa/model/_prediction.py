@@ -33,6 +33,7 @@ from scjepa.model._cell_type_pooling import (
     reference_cells,
 )
 from scjepa.model._consensus import pooling_partners, pooling_weights
+from scjepa.model._measured_changes import measured_changes
 from scjepa.model._negative_binomial import (
     count_quantiles,
     negative_binomial_quantile,
@@ -180,17 +181,19 @@ class PredictionMixin:
         new_cell_type_weight
             For source cells of a cell type (the registered ``labels_key``) none of whose cells
             was perturbed in training: the share of each cell's own predicted change it keeps.
-            The rest is the mean change the model predicts for the training control cells of
-            the cell types that were perturbed (up to 1,024 of them), in decoded expression and
-            in embedding space. The predictor never saw a perturbation act in such a cell type,
-            so its own prediction there extrapolates; pooling it with the response predicted
-            where perturbations were measured is the partial pooling of a hierarchical model
-            (Gelman & Hill, 2007; ``docs/perturbation_model.md``). On the held-out cell type of
-            ``benchmarks/perturbation.py`` (five seeds) it raised the top-20 Pearson delta from
-            0.504 to 0.527 (``demo``) and from 0.409 to 0.426 (``wide``; additive baseline 0.496
-            and 0.408) and narrowed its spread over seeds. ``1`` keeps every cell's own
-            prediction; cells of perturbed cell types, and models set up without
-            ``labels_key``, always keep theirs.
+            The rest is, in decoded expression, the change measured for that perturbation in
+            the cell types where it was perturbed in training (for a perturbation never
+            measured, or a model with doses: the mean change the model predicts for up to 1,024
+            training control cells of the perturbed cell types), and in embedding space always
+            the latter. The predictor never saw a perturbation act in such a cell type, so its
+            own prediction there extrapolates; pooling it with the response where perturbations
+            were measured is the partial pooling of a hierarchical model (Gelman & Hill, 2007;
+            ``docs/perturbation_model.md``). On the held-out cell type of
+            ``benchmarks/perturbation.py`` (five seeds) it moved the top-20 Pearson delta / MSE
+            from 0.504 / 0.681 to 0.536 / 0.632 (``demo``) and from 0.409 / 0.807 to 0.438 /
+            0.755 (``wide``; additive baseline 0.496 / 0.804 and 0.408 / 0.837). ``1`` keeps
+            every cell's own prediction; cells of perturbed cell types, and models set up
+            without ``labels_key``, always keep theirs.
         new_gene_weight
             For a perturbation none of whose members was perturbed in training (a gene never
             perturbed, or a combination of such genes): the share of its own predicted change
@@ -269,7 +272,14 @@ class PredictionMixin:
             seed=seed,
             target_columns=self._target_gene_columns(names),
             pooling=self._cell_type_pooling(
-                adata, source_index, new_cell_type_weight, unperturbed, targets, batch_size, seed
+                adata,
+                source_index,
+                new_cell_type_weight,
+                names,
+                unperturbed,
+                targets,
+                batch_size,
+                seed,
             ),
             gene_pooling=self._new_gene_pooling(members.numpy(), new_gene_weight),
         )
@@ -532,6 +542,7 @@ class PredictionMixin:
         adata: AnnData,
         source_index: np.ndarray,
         weight: float,
+        names: list[str],
         reference,
         targets: list,
         batch_size: int | None,
@@ -539,9 +550,11 @@ class PredictionMixin:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """What :func:`~scjepa.model._cell_type_pooling.pool_change` needs, or ``None``.
 
-        The share of its own change each source cell keeps and, per target, the mean change of
-        decoded ``log1p`` expression and of the embedding that the model predicts for training
-        control cells of the perturbed cell types. ``None`` when every cell keeps its own.
+        The share of its own change each source cell keeps and, per target (``names``), the
+        change that the rest comes from: in decoded ``log1p`` expression the change measured for
+        that perturbation in training, where it was measured (and the model has no doses), else
+        the mean change the model predicts for training control cells of the perturbed cell
+        types; in embedding space always the latter. ``None`` when every cell keeps its own.
         """
         perturbed = perturbed_label_codes(self.adata_manager)
         source_labels = label_codes(self.get_anndata_manager(adata, required=True))
@@ -560,11 +573,30 @@ class PredictionMixin:
         )
         z = z.reshape(len(targets) + 1, len(cells), -1)
         log_mean = log_mean.reshape(len(targets) + 1, len(cells), -1)
-        return (
-            weights,
-            (log_mean[1:] - log_mean[:1]).mean(axis=1),
-            (z[1:] - z[:1]).mean(axis=1),
+        pooled_log = (log_mean[1:] - log_mean[:1]).mean(axis=1)
+        if not self.module.use_dose:
+            measured = self._measured_changes()
+            for t, name in enumerate(names):
+                change = measured.get(self._canonical(name))
+                if change is not None:
+                    pooled_log[t] = change
+        return weights, pooled_log, (z[1:] - z[:1]).mean(axis=1)
+
+    def _canonical(self, name: str) -> tuple[str, ...]:
+        """A perturbation's members, sorted: the same for ``"A+B"`` and ``"B+A"``."""
+        return parse_perturbation(
+            name, self._setup_args["control_value"], self._setup_args["perturbation_delimiter"]
         )
+
+    def _measured_changes(self) -> dict[tuple[str, ...], np.ndarray]:
+        """Measured change of every training perturbation, by its members (computed once)."""
+        if getattr(self, "_measured_changes_by_members", None) is None:
+            changes = measured_changes(self.adata_manager, self._counts(self.adata))
+            by_members: dict[tuple[str, ...], np.ndarray] = {}
+            for label, change in changes.items():
+                by_members.setdefault(self._canonical(label), change)
+            self._measured_changes_by_members = by_members
+        return self._measured_changes_by_members
 
     def _new_gene_pooling(
         self, members: np.ndarray, weight: float
