@@ -506,43 +506,54 @@ def test_stacking_share_is_the_clipped_least_squares_coefficient():
     assert stacking_share(predicted, torch.zeros_like(predicted), weight) == 0.0
 
 
-def test_gene_never_perturbed_pools_its_change_with_the_mean_measured_change(trained, tmp_path):
+def test_gene_never_perturbed_pools_its_change_with_the_measured_changes(trained, tmp_path):
     model, data = trained
     controls = controls_of(data)
     # the mean change is the mean-of-perturbations baseline's, measured within cell types
-    baseline = scjepa.baselines.MeanPerturbationBaseline(labels_key="cell_type").fit(data)
-    np.testing.assert_allclose(
-        model.mean_perturbation_change_, baseline.delta("any"), rtol=1e-5, atol=1e-6
+    deltas = scjepa.metrics.perturbation_deltas(
+        data, "perturbation", "control", "counts", "cell_type"
     )
-    perturbed = perturbed_genes(data)
-    unseen = next(gene for gene in data.var_names if gene not in perturbed)
-    seen = sorted(perturbed)[0]
+    np.testing.assert_allclose(
+        model.mean_perturbation_change_, deltas.mean().to_numpy(), rtol=1e-5, atol=1e-6
+    )
+    unseen = next(gene for gene in data.var_names if gene not in perturbed_genes(data))
+    seen = next(label for label in deltas.index if "+" not in label)
     names = [unseen, seen, f"{unseen}+{seen}"]
-    target = list(data.var_names).index(unseen)
-    others = np.delete(np.arange(data.n_vars), target)
+    genes = list(data.var_names)
+    others = np.delete(np.arange(data.n_vars), [genes.index(unseen), genes.index(seen)])
     observed = dense(log_normalize(controls.layers["counts"]))
+    # a new gene is pooled towards the mean change, a combination with a measured member towards
+    # that member's measured change plus the mean change
+    references = [
+        model.mean_perturbation_change_,
+        None,
+        deltas.loc[seen].to_numpy() + model.mean_perturbation_change_,
+    ]
 
     def predicted(weight, expression="shift"):
+        # several minibatches, as the pooled change is applied per minibatch
         pred = model.predict_perturbation(
-            names, adata=controls, new_gene_weight=weight, expression=expression
+            names, adata=controls, new_gene_weight=weight, expression=expression, batch_size=32
         )
         return [np.asarray(pred[pred.obs.perturbation == n].X) for n in names]
 
     own, pooled, half = predicted(1.0), predicted(0.0), predicted(0.5)
-    # perturbations with a measured member keep their own prediction whatever the weight
-    for k in (1, 2):
-        np.testing.assert_allclose(pooled[k], own[k], atol=1e-6)
-    # the targeted gene keeps its direct effect
-    np.testing.assert_allclose(pooled[0][:, target], own[0][:, target], atol=1e-6)
-    # fully pooled, every cell changes by the mean measured change where not clipped at zero
-    change = (pooled[0] - observed)[:, others]
-    unclipped = pooled[0][:, others] > 0
-    mean_change = np.broadcast_to(model.mean_perturbation_change_[others], change.shape)
-    np.testing.assert_allclose(change[unclipped], mean_change[unclipped], atol=1e-4)
-    assert np.abs(own[0][:, others] - pooled[0][:, others]).max() > 1e-2
-    # half-way is the mean of the two
-    both = (pooled[0] > 0) & (own[0] > 0)
-    np.testing.assert_allclose(half[0][both], 0.5 * (own[0] + pooled[0])[both], atol=1e-4)
+    # a perturbation whose members were all measured alone keeps its own prediction
+    np.testing.assert_allclose(pooled[1], own[1], atol=1e-6)
+    for k in (0, 2):
+        # the targeted genes keep their direct effect
+        np.testing.assert_allclose(
+            pooled[k][:, genes.index(unseen)], own[k][:, genes.index(unseen)], atol=1e-6
+        )
+        # fully pooled, every cell changes by the reference where not clipped at zero
+        change = (pooled[k] - observed)[:, others]
+        unclipped = pooled[k][:, others] > 0
+        expected = np.broadcast_to(references[k][others], change.shape)
+        np.testing.assert_allclose(change[unclipped], expected[unclipped], atol=1e-4)
+        assert np.abs(own[k][:, others] - pooled[k][:, others]).max() > 1e-2
+        # half-way is the mean of the two
+        both = (pooled[k] > 0) & (own[k] > 0)
+        np.testing.assert_allclose(half[k][both], 0.5 * (own[k] + pooled[k])[both], atol=1e-4)
     # the decoded state is pooled too
     own_mean, pooled_mean = predicted(1.0, "mean")[0], predicted(0.0, "mean")[0]
     assert np.abs(own_mean[:, others] - pooled_mean[:, others]).max() > 1e-2

@@ -54,7 +54,7 @@ from scjepa.data._validation import (
     validate_obs_column,
 )
 from scjepa.model._interaction import cross_fit_interaction
-from scjepa.model._new_gene_pooling import mean_measured_change
+from scjepa.model._measured_changes import mean_change
 from scjepa.model._prediction import PredictionMixin
 from scjepa.model._serialization import (
     ADATA_FILE,
@@ -663,8 +663,8 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             self.target_gene_direct_effect_ = typical_direct_effect(
                 self.target_gene_direct_effects_
             )
-            self.mean_perturbation_change_ = mean_measured_change(self.adata_manager, layer)
-            self._measured_changes_by_members = None
+            self._measured_changes_cache = None
+            self.mean_perturbation_change_ = mean_change(self._measured_changes())
             # a retrained model is judged afresh
             self.module.perturbation_encoder.interaction_scale.fill_(1.0)
             if hasattr(self, "interaction_cross_fit_"):
@@ -956,9 +956,7 @@ class BioJEPA(PredictionMixin, UnsupervisedTrainingMixin, BaseModelClass):
             "mean_perturbation_change_" not in attributes
         ):
             # saved before predictions were pooled towards it: measure it on the training data
-            model.mean_perturbation_change_ = mean_measured_change(
-                model.adata_manager, model._counts(model.adata)
-            )
+            model.mean_perturbation_change_ = mean_change(model._measured_changes())
         model.module.load_state_dict(state_dict)
         _, _, torch_device = parse_device_args(
             accelerator=accelerator,

@@ -51,3 +51,13 @@ def measured_changes(adata_manager: AnnDataManager, counts) -> dict[str, np.ndar
         for code, delta, n in zip(codes, deltas, n_cells, strict=True)
         if n > 0
     }
+
+
+def mean_change(changes: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Mean of measured changes, each perturbation counted once.
+
+    What the mean-of-perturbations baseline predicts; ``None`` when there are no changes.
+    """
+    if not changes:
+        return None
+    return np.mean(list(changes.values()), axis=0).astype(np.float32)

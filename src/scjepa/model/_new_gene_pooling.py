@@ -1,45 +1,54 @@
-"""Partial pooling of the predicted response to genes never perturbed in training.
+"""Partial pooling of the predicted response to perturbations of genes never perturbed alone.
 
 A gene never perturbed in training is embedded from the perturbed genes it resembles
 (:meth:`~scjepa.module.PerturbationEncoder.neighbour_embedding`), and what that predicts beyond
 the gene's own knock-down is an extrapolation from a few dozen measured responses. The prior
-estimate of any perturbation's response is the mean change measured over the training
-perturbations (the mean-of-perturbations baseline); a prediction for a perturbation without a
-measured member keeps a share of its own change and takes the rest from that mean, the
-shrinkage of a group's own estimate towards the grand mean (James & Stein, 1961; partial pooling
-in a hierarchical model, Gelman & Hill, 2007).
+estimate of such a gene's response is the mean change measured over the training perturbations
+(the mean-of-perturbations baseline), and that of a perturbation with such a member is the sum
+over its members of the change measured for each alone, with the mean change for a member never
+measured alone. A prediction keeps a share of its own change and takes the rest from that prior,
+the shrinkage of an estimate resting on little data towards the grand mean (James & Stein, 1961;
+partial pooling in a hierarchical model, Gelman & Hill, 2007).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scvi.data import AnnDataManager
-
-from scjepa.model._measured_changes import measured_changes
 
 
-def mean_measured_change(adata_manager: AnnDataManager, counts) -> np.ndarray | None:
-    """Mean of the training perturbations' measured changes of log-normalised expression.
+def new_gene_references(
+    members: list[tuple[str, ...]],
+    single_changes: dict[str, np.ndarray],
+    mean_change: np.ndarray,
+    weight: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Share of its own predicted change each perturbation keeps, and the change the rest is.
 
-    Each perturbation (:func:`~scjepa.model._measured_changes.measured_changes`) counts once;
-    ``None`` when no perturbation's change can be measured.
+    Parameters
+    ----------
+    members
+        Each perturbation's members.
+    single_changes
+        Change measured for each gene perturbed alone in training.
+    mean_change
+        Mean change measured over the training perturbations.
+    weight
+        Share kept by a perturbation with a member never perturbed alone.
+
+    Returns
+    -------
+    Per perturbation, the share it keeps (1 when every member was measured alone, and for the
+    empty perturbation) and the reference change (rows; zero where the share is 1); ``None``
+    when every perturbation keeps its own change.
     """
-    changes = measured_changes(adata_manager, counts)
-    if not changes:
-        return None
-    return np.mean(list(changes.values()), axis=0).astype(np.float32)
-
-
-def own_change_shares(members: np.ndarray, seen: np.ndarray, weight: float) -> np.ndarray | None:
-    """Share of its own predicted change each perturbation keeps.
-
-    ``members`` holds each perturbation's member indices (``-1`` pads), ``seen`` whether each
-    entity was perturbed in training. A perturbation with a measured member keeps its whole
-    change (1), one without (every member new) keeps ``weight``; ``None`` when all keep theirs.
-    """
-    present = members >= 0
-    measured = (present & seen[np.where(present, members, 0)]).any(axis=1)
-    shares = np.where(measured | ~present.any(axis=1), 1.0, float(weight))
+    shares = np.ones(len(members))
+    references = np.zeros((len(members), len(mean_change)), dtype=np.float32)
+    for p, group in enumerate(members):
+        if all(m in single_changes for m in group):
+            continue
+        shares[p] = float(weight)
+        for m in group:
+            references[p] += single_changes.get(m, mean_change)
     if np.all(shares == 1.0):
         return None
-    return shares
+    return shares, references

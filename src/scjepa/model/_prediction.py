@@ -39,7 +39,7 @@ from scjepa.model._negative_binomial import (
     negative_binomial_quantile,
     sample_negative_binomial,
 )
-from scjepa.model._new_gene_pooling import own_change_shares
+from scjepa.model._new_gene_pooling import new_gene_references
 from scjepa.module._normalize import library_size, to_dense
 
 EXPRESSION_MODES = ("shift", "transport", "sample", "mean")
@@ -195,19 +195,23 @@ class PredictionMixin:
             every cell's own prediction; cells of perturbed cell types, and models set up
             without ``labels_key``, always keep theirs.
         new_gene_weight
-            For a perturbation none of whose members was perturbed in training (a gene never
-            perturbed, or a combination of such genes): the share of its own predicted change
-            of expression it keeps. The rest is the mean change measured over the training
-            perturbations (``model.mean_perturbation_change_``, what the mean-of-perturbations
-            baseline predicts). A new gene's response is extrapolated from the perturbed genes
-            it resembles (``model.perturbation_neighbours``), and shrinking it towards the
-            measured mean is the partial pooling of a hierarchical model (James & Stein, 1961;
-            ``docs/perturbation_model.md``). The targeted genes keep their direct effect and
-            the embeddings in ``obsm`` stay the model's own. On the unseen single genes of
-            ``benchmarks/perturbation.py`` (five seeds) it moved the top-20 Pearson delta / MSE
-            from 0.444 / 0.420 to 0.475 / 0.373 (``demo``) and from 0.430 / 0.666 to 0.466 /
-            0.641 (``wide``; mean baseline 0.239 / 0.434 and 0.421 / 0.722). ``1`` keeps every
-            prediction whole; perturbations with a measured member always keep theirs.
+            For a perturbation with a member never perturbed alone in training (a new gene, or
+            a combination with one): the share of its own predicted change of expression it
+            keeps. The rest is the sum over its members of the change measured for each alone
+            in training, with the mean change measured over the training perturbations
+            (``model.mean_perturbation_change_``, what the mean-of-perturbations baseline
+            predicts) for a member never measured alone. A new gene's response is extrapolated
+            from the perturbed genes it resembles (``model.perturbation_neighbours``), and
+            shrinking it towards what was measured is the partial pooling of a hierarchical
+            model (James & Stein, 1961; ``docs/perturbation_model.md``). The targeted genes keep
+            their direct effect and the embeddings in ``obsm`` stay the model's own; models with
+            doses keep their own prediction. On ``benchmarks/perturbation.py`` (five seeds) it
+            moved the top-20 Pearson delta / MSE of unseen single genes from 0.444 / 0.420 to
+            0.475 / 0.373 (``demo``) and from 0.430 / 0.666 to 0.466 / 0.641 (``wide``; mean
+            baseline 0.239 / 0.434 and 0.421 / 0.722), and of combinations with an unseen
+            member from 0.592 / 1.225 to 0.632 / 1.113 and from 0.489 / 1.864 to 0.525 / 1.794.
+            ``1`` keeps every prediction whole; perturbations whose members were all measured
+            alone always keep theirs.
         seed
             Seed of the sampling, so predictions are reproducible.
 
@@ -281,7 +285,7 @@ class PredictionMixin:
                 batch_size,
                 seed,
             ),
-            gene_pooling=self._new_gene_pooling(members.numpy(), new_gene_weight),
+            gene_pooling=self._new_gene_pooling(names, new_gene_weight),
         )
         predicted = prediction_anndata(
             adata,
@@ -455,8 +459,8 @@ class PredictionMixin:
         cells to the prediction under no change, from which ``"shift"`` measures changes; each
         of ``targets`` maps them and that reference (computed once per minibatch) to predicted
         embeddings. Rows of the results are grouped by target, source cells in order within
-        each. ``pooling`` (:meth:`_cell_type_pooling`) pools each cell's change with a shared one,
-        ``gene_pooling`` (:meth:`_new_gene_pooling`) each target's decoded change with a mean one.
+        each. ``pooling`` (:meth:`_cell_type_pooling`) pools each cell's change with a shared
+        one, ``gene_pooling`` (:meth:`_new_gene_pooling`) each target's with a measured one.
         """
         rng = np.random.default_rng(seed)
         theta = self.module.require_decoder().log_theta.exp().detach().cpu().numpy()
@@ -495,9 +499,9 @@ class PredictionMixin:
                     z = pool_change(z, base_z, weights[rows], pooled_z[t])
                     log_mean = pool_change(log_mean, base_log, weights[rows], pooled_log[t])
                 if gene_pooling is not None and gene_pooling[0][t] < 1.0:
-                    share, mean_change = gene_pooling
+                    shares, references = gene_pooling
                     log_mean = pool_change(
-                        log_mean, base_log, np.full(len(log_mean), share[t]), mean_change
+                        log_mean, base_log, np.full(len(log_mean), shares[t]), references[t]
                     )
                 rows_z.append(z)
                 if expression == "sample":
@@ -575,7 +579,7 @@ class PredictionMixin:
         log_mean = log_mean.reshape(len(targets) + 1, len(cells), -1)
         pooled_log = (log_mean[1:] - log_mean[:1]).mean(axis=1)
         if not self.module.use_dose:
-            measured = self._measured_changes()
+            measured = self._measured_changes_by_members()
             for t, name in enumerate(names):
                 change = measured.get(self._canonical(name))
                 if change is not None:
@@ -588,31 +592,42 @@ class PredictionMixin:
             name, self._setup_args["control_value"], self._setup_args["perturbation_delimiter"]
         )
 
-    def _measured_changes(self) -> dict[tuple[str, ...], np.ndarray]:
-        """Measured change of every training perturbation, by its members (computed once)."""
-        if getattr(self, "_measured_changes_by_members", None) is None:
-            changes = measured_changes(self.adata_manager, self._counts(self.adata))
-            by_members: dict[tuple[str, ...], np.ndarray] = {}
-            for label, change in changes.items():
-                by_members.setdefault(self._canonical(label), change)
-            self._measured_changes_by_members = by_members
-        return self._measured_changes_by_members
+    def _measured_changes(self) -> dict[str, np.ndarray]:
+        """Measured change of every training perturbation, by label (computed once)."""
+        if getattr(self, "_measured_changes_cache", None) is None:
+            self._measured_changes_cache = measured_changes(
+                self.adata_manager, self._counts(self.adata)
+            )
+        return self._measured_changes_cache
+
+    def _measured_changes_by_members(self) -> dict[tuple[str, ...], np.ndarray]:
+        """:meth:`_measured_changes` keyed by members (the first of labels with equal ones)."""
+        by_members: dict[tuple[str, ...], np.ndarray] = {}
+        for label, change in self._measured_changes().items():
+            by_members.setdefault(self._canonical(label), change)
+        return by_members
 
     def _new_gene_pooling(
-        self, members: np.ndarray, weight: float
+        self, names: list[str], weight: float
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Share of its own change each target keeps, and the mean change the rest comes from.
+        """Share of its own change each target keeps, and the reference change of the rest.
 
-        ``None`` when every target keeps its own (see
-        :func:`~scjepa.model._new_gene_pooling.own_change_shares`).
+        ``None`` when every target keeps its own, and for models with doses, whose measured
+        changes mix doses (see :func:`~scjepa.model._new_gene_pooling.new_gene_references`).
         """
-        if self.mean_perturbation_change_ is None:
+        if self.mean_perturbation_change_ is None or self.module.use_dose:
             return None
-        seen = self.module.perturbation_encoder.seen.cpu().numpy()
-        shares = own_change_shares(members, seen, weight)
-        if shares is None:
-            return None
-        return shares, self.mean_perturbation_change_
+        singles = {
+            members[0]: change
+            for members, change in self._measured_changes_by_members().items()
+            if len(members) == 1
+        }
+        return new_gene_references(
+            [self._canonical(name) for name in names],
+            singles,
+            self.mean_perturbation_change_,
+            weight,
+        )
 
     def _decoded_log_expression(
         self, z: torch.Tensor, batch_index: torch.Tensor
