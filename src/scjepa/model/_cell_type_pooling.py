@@ -5,9 +5,9 @@ cells: how a perturbation acts there is an extrapolation of the predictor beyond
 was trained on. The response measured in the cell types that were perturbed (or, for a
 perturbation never measured, the response the model predicts there), transferred, is the pooled
 estimate; a prediction for the new cell type keeps a share of its own change and takes the rest
-from that pooled change, the compromise of a hierarchical model between
-a group's own estimate and the estimate shared by all groups (partial pooling; Gelman & Hill,
-*Data Analysis Using Regression and Multilevel/Hierarchical Models*, 2007).
+from that pooled change, the compromise of a hierarchical model between a group's own estimate
+and the estimate shared by all groups (partial pooling; Gelman & Hill, *Data Analysis Using
+Regression and Multilevel/Hierarchical Models*, 2007).
 """
 
 from __future__ import annotations

@@ -645,12 +645,7 @@ class PredictionMixin:
         if self.target_gene_direct_effect_ is None:
             return [[] for _ in names]
         position = {name: i for i, name in enumerate(self._training_var_names)}
-        members = [
-            parse_perturbation(
-                name, self._setup_args["control_value"], self._setup_args["perturbation_delimiter"]
-            )
-            for name in names
-        ]
+        members = [self._canonical(name) for name in names]
         return [
             [
                 (
