@@ -36,6 +36,18 @@ def test_baselines_share_the_prediction_layout(adata):
     )
     with pytest.raises(KeyError, match="measured alone"):
         additive.delta(f"{singles[0]}+NOT_A_GENE")
+    # with the mean change standing in for a member never measured alone
+    imputed = scjepa.baselines.AdditiveMeanBaseline().fit(adata)
+    np.testing.assert_allclose(imputed.delta(pair), additive.delta(pair))
+    np.testing.assert_allclose(
+        imputed.delta(f"{singles[0]}+NOT_A_GENE"),
+        additive.delta(singles[0]) + mean_baseline.delta("anything"),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(imputed.delta("NOT_A_GENE"), mean_baseline.delta("anything"))
+    np.testing.assert_array_equal(imputed.delta("control"), np.zeros(adata.n_vars))
+    pred = imputed.predict_perturbation([f"{singles[0]}+NOT_A_GENE"], controls)
+    assert pred.uns["scjepa"]["method"] == "additive_mean" and np.isfinite(pred.X).all()
     with pytest.raises(RuntimeError, match="fit"):
         scjepa.baselines.AdditiveBaseline().predict_perturbation([pair], controls)
 

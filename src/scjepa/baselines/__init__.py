@@ -9,6 +9,7 @@ from scjepa.baselines._modality import (
 from scjepa.baselines._multivi import MultiVIModalityBaseline
 from scjepa.baselines._simple import (
     AdditiveBaseline,
+    AdditiveMeanBaseline,
     MeanPerturbationBaseline,
     NoChangeBaseline,
     PerturbationBaseline,
@@ -22,6 +23,7 @@ from scjepa.baselines._totalvi import TotalVIModalityBaseline
 
 __all__ = [
     "AdditiveBaseline",
+    "AdditiveMeanBaseline",
     "KNNModalityBaseline",
     "LinearBaseline",
     "MeanPerturbationBaseline",

@@ -73,6 +73,12 @@ class PerturbationBaseline:
         """Predicted change of mean log-normalised expression under ``perturbation``."""
         raise NotImplementedError
 
+    def _mean_delta(self) -> np.ndarray:
+        """The mean of the training perturbations' changes, each perturbation counted once."""
+        if not self.deltas_:
+            raise ValueError("No perturbed cells in the training data.")
+        return np.mean(np.stack(list(self.deltas_.values())), axis=0)
+
     def predict_perturbation(
         self,
         perturbations: str | Sequence[str],
@@ -116,9 +122,7 @@ class MeanPerturbationBaseline(PerturbationBaseline):
 
     def delta(self, perturbation: str) -> np.ndarray:
         """The mean of the training perturbations' changes."""
-        if not self.deltas_:
-            raise ValueError("No perturbed cells in the training data.")
-        return np.mean(np.stack(list(self.deltas_.values())), axis=0)
+        return self._mean_delta()
 
 
 class AdditiveBaseline(PerturbationBaseline):
@@ -128,7 +132,7 @@ class AdditiveBaseline(PerturbationBaseline):
 
     def delta(self, perturbation: str) -> np.ndarray:
         """Sum of the single-member changes."""
-        singles = {m[0]: label for label, m in self.members_.items() if len(m) == 1}
+        singles = self._single_labels()
         members = self._parse(perturbation)
         missing = [m for m in members if m not in singles]
         if missing:
@@ -137,3 +141,29 @@ class AdditiveBaseline(PerturbationBaseline):
                 + unknown_perturbation_message(missing, list(singles))
             )
         return np.sum([self.deltas_[singles[m]] for m in members], axis=0)
+
+    def _single_labels(self) -> dict[str, str]:
+        """The training label of each member measured alone."""
+        return {m[0]: label for label, m in self.members_.items() if len(m) == 1}
+
+
+class AdditiveMeanBaseline(AdditiveBaseline):
+    """Additive, with the mean change of the training perturbations for unmeasured members.
+
+    A combination of a gene measured alone and one never measured is predicted as the measured
+    member's change plus the mean-of-perturbations change for the other; every member measured
+    gives the additive prediction, none the mean one (times the number of members). A natural
+    reference for combinations with an unseen member, where the additive baseline has nothing
+    to say.
+    """
+
+    name = "additive_mean"
+
+    def delta(self, perturbation: str) -> np.ndarray:
+        """Sum over members of the change measured alone, or the mean change."""
+        singles = self._single_labels()
+        mean = self._mean_delta()
+        changes = [
+            self.deltas_[singles[m]] if m in singles else mean for m in self._parse(perturbation)
+        ]
+        return sum(changes, np.zeros_like(mean))
