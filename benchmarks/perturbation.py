@@ -157,6 +157,7 @@ def run_one(
         scjepa.baselines.LinearBaseline(labels_key="cell_type").fit(train),
     ]
     additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
+    additive_mean = scjepa.baselines.AdditiveMeanBaseline(labels_key="cell_type").fit(train)
     trained_singles = {m[0] for m in additive.members_.values() if len(m) == 1}
 
     frames = []
@@ -167,6 +168,17 @@ def run_one(
         additive_labels = [label for label in labels if set(label.split("+")) <= trained_singles]
         if additive_labels:
             predictions["additive"] = additive.predict_perturbation(additive_labels, source)
+        # where it differs from both the additive and the mean baseline: some members measured
+        partly_measured = [
+            label
+            for label in labels
+            if set(label.split("+")) & trained_singles
+            and not set(label.split("+")) <= trained_singles
+        ]
+        if partly_measured:
+            predictions["additive_mean"] = additive_mean.predict_perturbation(
+                partly_measured, source
+            )
         scores, _ = scjepa.tl.evaluate_perturbation(
             predictions, real, control=source, de=de, seed=seed
         )

@@ -70,6 +70,11 @@ def main() -> None:
     combos = held_out["combo_both_seen"]
     additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
     predictions["additive"] = additive.predict_perturbation(combos, controls)
+    # with the mean change for the member never measured alone
+    additive_mean = scjepa.baselines.AdditiveMeanBaseline(labels_key="cell_type").fit(train)
+    one_unseen = held_out.get("combo_one_unseen", [])
+    if one_unseen:
+        predictions["additive_mean"] = additive_mean.predict_perturbation(one_unseen, controls)
 
     scores, summary = scjepa.tl.evaluate_perturbation(
         predictions, test, control=controls, seed=args.seed
