@@ -3,8 +3,8 @@
 ``perturbation.py`` holds out every perturbed cell of one cell type; BioJEPA then predicts the
 perturbations there from that type's control cells, a context in which the predictor never saw a
 perturbation act. ``predict_perturbation(new_cell_type_weight=w)`` keeps a share ``w`` of each
-such cell's own predicted change and takes the rest from the mean change the model predicts for
-the training controls of the perturbed cell types (partial pooling, see
+such cell's own predicted change and takes the rest from the change measured for the same
+perturbation in the perturbed cell types (partial pooling, see
 :mod:`scjepa.model._cell_type_pooling`). This script takes the models of ``perturbation.py``
 (trained once and kept under ``--models``), predicts the held-out cell type at several ``w``, and
 compares each with the additive baseline (the perturbation's measured change in the other cell
@@ -19,10 +19,9 @@ import pandas as pd
 from perturbation import (
     HEADLINE,
     diagnostic_scores,
-    held_out_groups,
+    kept_model_and_group,
+    measured_alone,
     pooling_sweep,
-    split_data,
-    trained_model,
     weights_against_baseline,
     write_diagnostic,
 )
@@ -31,12 +30,11 @@ import scjepa
 
 
 def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
-    train, test, sources = split_data(name, seed)
-    model = trained_model(name, seed, train, models)
-    source, real, labels = list(held_out_groups(test, sources))[1]  # the held-out cell type
+    train, model, source, real, labels = kept_model_and_group(
+        name, seed, models, "held_out_cell_type"
+    )
+    labels = [label for label in labels if set(label.split("+")) <= measured_alone(train)]
     additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
-    singles = {m[0] for m in additive.members_.values() if len(m) == 1}
-    labels = [label for label in labels if set(label.split("+")) <= singles]
     scores = pooling_sweep(model, "new_cell_type_weight", labels, source, real, additive, seed)
     return scores.assign(dataset=name, seed=seed)
 

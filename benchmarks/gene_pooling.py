@@ -20,10 +20,9 @@ import pandas as pd
 from perturbation import (
     HEADLINE,
     diagnostic_scores,
-    held_out_groups,
+    kept_model_and_group,
+    measured_alone,
     pooling_sweep,
-    split_data,
-    trained_model,
     weights_against_baseline,
     write_diagnostic,
 )
@@ -32,11 +31,8 @@ import scjepa
 
 
 def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
-    train, test, sources = split_data(name, seed)
-    model = trained_model(name, seed, train, models)
-    source, real, labels = list(held_out_groups(test, sources))[0]  # the perturbed cell types
-    alone = {str(label) for label in train.obs.perturbation.unique() if "+" not in str(label)}
-    labels = [label for label in labels if not set(label.split("+")) <= alone]
+    train, model, source, real, labels = kept_model_and_group(name, seed, models, "seen_cell_types")
+    labels = [label for label in labels if not set(label.split("+")) <= measured_alone(train)]
     mean = scjepa.baselines.MeanPerturbationBaseline(labels_key="cell_type").fit(train)
     scores = pooling_sweep(model, "new_gene_weight", labels, source, real, mean, seed)
     return scores.assign(dataset=name, seed=seed)

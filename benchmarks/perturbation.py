@@ -140,6 +140,23 @@ def held_out_groups(test: AnnData, sources: dict[str, AnnData]):
         yield source, real, sorted(real.obs.perturbation.unique())
 
 
+def measured_alone(train: AnnData) -> set[str]:
+    """Genes perturbed alone in the training cells."""
+    labels = train.obs.perturbation.astype(str).unique()
+    return {label for label in labels if label != "control" and "+" not in label}
+
+
+def kept_model_and_group(name: str, seed: int, models: str, source_name: str):
+    """Training cells, the model kept by :func:`trained_model` and one held-out group of
+    :func:`held_out_groups` (``source_name``: ``"seen_cell_types"`` or ``"held_out_cell_type"``)
+    as ``(train, model, source controls, held-out cells, their labels)``."""
+    train, test, sources = split_data(name, seed)
+    model = trained_model(name, seed, train, models)
+    groups = dict(zip(sources, held_out_groups(test, sources), strict=True))
+    source, real, labels = groups[source_name]
+    return train, model, source, real, labels
+
+
 def run_one(
     name: str, seed: int, epochs: int, model_kwargs: dict, de: bool, models: str | None = None
 ) -> pd.DataFrame:
@@ -158,7 +175,7 @@ def run_one(
     ]
     additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
     additive_mean = scjepa.baselines.AdditiveMeanBaseline(labels_key="cell_type").fit(train)
-    trained_singles = {m[0] for m in additive.members_.values() if len(m) == 1}
+    trained_singles = measured_alone(train)
 
     frames = []
     for source, real, labels in held_out_groups(test, sources):
