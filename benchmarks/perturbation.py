@@ -8,7 +8,8 @@ control cells of the matching cell types and score with :func:`scjepa.tl.evaluat
 Prints one table (metric x split x method, mean ± sd over seeds) and writes it with the raw
 scores to ``--out``.
 
-Usage: python benchmarks/perturbation.py [--seeds 0 1 2 3 4] [--datasets demo wide] [--epochs 150]
+Usage: python benchmarks/perturbation.py [--seeds 0 1 2 3 4 5 6 7 8 9] [--datasets demo wide]
+                                         [--epochs 150]
        python benchmarks/perturbation.py --scores benchmarks/results/perturbation_scores.csv
        python benchmarks/perturbation.py --models /tmp/scjepa_benchmark_models   # kept models
 """
@@ -146,6 +147,16 @@ def measured_alone(train: AnnData) -> set[str]:
     return {label for label in labels if label != "control" and "+" not in label}
 
 
+def partly_measured(labels: list[str], measured: set[str]) -> list[str]:
+    """The labels with some members measured alone and some not: where ``additive_mean``
+    differs from both the additive and the mean baseline."""
+    return [
+        label
+        for label in labels
+        if set(label.split("+")) & measured and not set(label.split("+")) <= measured
+    ]
+
+
 def kept_model_and_group(name: str, seed: int, models: str, source_name: str):
     """Training cells, the model kept by :func:`trained_model` and one held-out group of
     :func:`held_out_groups` (``source_name``: ``"seen_cell_types"`` or ``"held_out_cell_type"``)
@@ -185,17 +196,9 @@ def run_one(
         additive_labels = [label for label in labels if set(label.split("+")) <= trained_singles]
         if additive_labels:
             predictions["additive"] = additive.predict_perturbation(additive_labels, source)
-        # where it differs from both the additive and the mean baseline: some members measured
-        partly_measured = [
-            label
-            for label in labels
-            if set(label.split("+")) & trained_singles
-            and not set(label.split("+")) <= trained_singles
-        ]
-        if partly_measured:
-            predictions["additive_mean"] = additive_mean.predict_perturbation(
-                partly_measured, source
-            )
+        some_measured = partly_measured(labels, trained_singles)
+        if some_measured:
+            predictions["additive_mean"] = additive_mean.predict_perturbation(some_measured, source)
         scores, _ = scjepa.tl.evaluate_perturbation(
             predictions, real, control=source, de=de, seed=seed
         )
@@ -341,7 +344,7 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
