@@ -33,7 +33,8 @@ def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
     train, model, source, real, labels = kept_model_and_group(
         name, seed, models, "held_out_cell_type"
     )
-    labels = [label for label in labels if set(label.split("+")) <= measured_alone(train)]
+    measured = measured_alone(train)
+    labels = [label for label in labels if set(label.split("+")) <= measured]
     additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
     scores = pooling_sweep(model, "new_cell_type_weight", labels, source, real, additive, seed)
     return scores.assign(dataset=name, seed=seed)

@@ -32,7 +32,8 @@ import scjepa
 
 def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
     train, model, source, real, labels = kept_model_and_group(name, seed, models, "seen_cell_types")
-    labels = [label for label in labels if not set(label.split("+")) <= measured_alone(train)]
+    measured = measured_alone(train)
+    labels = [label for label in labels if not set(label.split("+")) <= measured]
     mean = scjepa.baselines.MeanPerturbationBaseline(labels_key="cell_type").fit(train)
     scores = pooling_sweep(model, "new_gene_weight", labels, source, real, mean, seed)
     return scores.assign(dataset=name, seed=seed)
