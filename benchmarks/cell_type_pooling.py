@@ -15,37 +15,25 @@ Usage: python benchmarks/cell_type_pooling.py [--datasets demo wide] [--seeds 0 
 
 from __future__ import annotations
 
-import pandas as pd
-from perturbation import (
-    HEADLINE,
-    diagnostic_scores,
-    kept_model_and_group,
-    measured_alone,
-    pooling_sweep,
-    weights_against_baseline,
-    write_diagnostic,
-)
+from functools import partial
+
+from perturbation import kept_model_sweep, pooling_diagnostic
 
 import scjepa
 
-
-def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
-    train, model, source, real, labels = kept_model_and_group(
-        name, seed, models, "held_out_cell_type"
-    )
-    measured = measured_alone(train)
-    labels = [label for label in labels if set(label.split("+")) <= measured]
-    additive = scjepa.baselines.AdditiveBaseline(labels_key="cell_type").fit(train)
-    scores = pooling_sweep(model, "new_cell_type_weight", labels, source, real, additive, seed)
-    return scores.assign(dataset=name, seed=seed)
+run_one = partial(
+    kept_model_sweep,
+    source_name="held_out_cell_type",
+    argument="new_cell_type_weight",
+    keep=lambda members, measured: members <= measured,
+    baseline_class=scjepa.baselines.AdditiveBaseline,
+)
 
 
 def main() -> None:
-    args, scores = diagnostic_scores(run_one, __doc__)
-    text = weights_against_baseline(scores, "additive", ["dataset"])
-    columns = ["dataset", "seed", "perturbation", "method", *HEADLINE]
-    header = f"held-out cell type, seeds {args.seeds}"
-    write_diagnostic("cell_type_pooling", args, header, text, scores[columns])
+    pooling_diagnostic(
+        "cell_type_pooling", __doc__, run_one, "additive", ["dataset"], "held-out cell type"
+    )
 
 
 if __name__ == "__main__":

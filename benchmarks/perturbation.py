@@ -259,6 +259,41 @@ def pooling_sweep(
     return scores
 
 
+def kept_model_sweep(
+    name: str,
+    seed: int,
+    models: str,
+    source_name: str,
+    argument: str,
+    keep,
+    baseline_class,
+) -> pd.DataFrame:
+    """:func:`pooling_sweep` of ``argument`` on the model kept for ``name`` and ``seed``.
+
+    The held-out group ``source_name`` (see :func:`kept_model_and_group`) is narrowed to the
+    labels for which ``keep(members, genes measured alone)`` holds, and ``baseline_class`` is
+    fitted on the training cells within cell types.
+    """
+    train, model, source, real, labels = kept_model_and_group(name, seed, models, source_name)
+    measured = measured_alone(train)
+    labels = [label for label in labels if keep(set(label.split("+")), measured)]
+    baseline = baseline_class(labels_key="cell_type").fit(train)
+    scores = pooling_sweep(model, argument, labels, source, real, baseline, seed)
+    return scores.assign(dataset=name, seed=seed)
+
+
+def pooling_diagnostic(
+    script: str, description: str, run, baseline: str, keys: list[str], what: str
+) -> None:
+    """Command line of a pooling sweep: ``run(name, seed, models)``'s scores over the chosen
+    data sets and seeds, each weight against ``baseline`` per ``keys``, written under
+    ``script``'s name with a header saying ``what`` was predicted."""
+    args, scores = diagnostic_scores(run, description)
+    text = weights_against_baseline(scores, baseline, keys)
+    columns = ["dataset", "seed", *keys[1:], "perturbation", "method", *HEADLINE]
+    write_diagnostic(script, args, f"{what}, seeds {args.seeds}", text, scores[columns])
+
+
 def weights_against_baseline(scores: pd.DataFrame, baseline: str, keys: list[str]) -> str:
     """Text of a pooling-weight sweep: mean ± sd over seeds of every method's headline scores
     per ``keys`` (``dataset`` first), then each method's paired margin over ``baseline``

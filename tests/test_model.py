@@ -506,7 +506,9 @@ def test_stacking_share_is_the_clipped_least_squares_coefficient():
     assert stacking_share(predicted, torch.zeros_like(predicted), weight) == 0.0
 
 
-def test_gene_never_perturbed_pools_its_change_with_the_measured_changes(trained, tmp_path):
+def test_perturbations_never_measured_pool_their_change_with_the_measured_changes(
+    trained, tmp_path
+):
     model, data = trained
     controls = controls_of(data)
     # the mean change is the mean-of-perturbations baseline's, measured within cell types
@@ -517,48 +519,78 @@ def test_gene_never_perturbed_pools_its_change_with_the_measured_changes(trained
         model.mean_perturbation_change_, deltas.mean().to_numpy(), rtol=1e-5, atol=1e-6
     )
     unseen = next(gene for gene in data.var_names if gene not in perturbed_genes(data))
-    seen = next(label for label in deltas.index if "+" not in label)
-    names = [unseen, seen, f"{unseen}+{seen}"]
+    singles = [label for label in deltas.index if "+" not in label]
+    measured_pairs = {frozenset(label.split("+")) for label in deltas.index if "+" in label}
+    measured_pair = next(
+        label for label in deltas.index if "+" in label and set(label.split("+")) <= set(singles)
+    )
+    seen, partner = next(
+        (a, b)
+        for a in singles
+        for b in singles
+        if a != b and frozenset((a, b)) not in measured_pairs
+    )
+    names = [unseen, seen, f"{unseen}+{seen}", f"{seen}+{partner}", measured_pair]
     genes = list(data.var_names)
-    others = np.delete(np.arange(data.n_vars), [genes.index(unseen), genes.index(seen)])
+    targeted = [unseen, seen, partner, *measured_pair.split("+")]
+    others = np.delete(np.arange(data.n_vars), [genes.index(g) for g in targeted])
     observed = dense(log_normalize(controls.layers["counts"]))
     # a new gene is pooled towards the mean change, a combination with a measured member towards
-    # that member's measured change plus the mean change
-    references = [
-        model.mean_perturbation_change_,
-        None,
-        deltas.loc[seen].to_numpy() + model.mean_perturbation_change_,
-    ]
+    # that member's measured change plus the mean change, a new combination of measured genes
+    # towards the sum of their measured changes
+    references = {
+        0: model.mean_perturbation_change_,
+        2: deltas.loc[seen].to_numpy() + model.mean_perturbation_change_,
+        3: deltas.loc[seen].to_numpy() + deltas.loc[partner].to_numpy(),
+    }
 
     def predicted(weight, expression="shift"):
         # several minibatches, as the pooled change is applied per minibatch
         pred = model.predict_perturbation(
-            names, adata=controls, new_gene_weight=weight, expression=expression, batch_size=32
+            names,
+            adata=controls,
+            new_gene_weight=weight,
+            new_combination_weight=weight,
+            expression=expression,
+            batch_size=32,
         )
         return [np.asarray(pred[pred.obs.perturbation == n].X) for n in names]
 
     own, pooled, half = predicted(1.0), predicted(0.0), predicted(0.5)
-    # a perturbation whose members were all measured alone keeps its own prediction
-    np.testing.assert_allclose(pooled[1], own[1], atol=1e-6)
-    for k in (0, 2):
+    # a measured single gene or combination keeps its own prediction
+    for k in (1, 4):
+        np.testing.assert_allclose(pooled[k], own[k], atol=1e-6)
+    for k, reference in references.items():
         # the targeted genes keep their direct effect
-        np.testing.assert_allclose(
-            pooled[k][:, genes.index(unseen)], own[k][:, genes.index(unseen)], atol=1e-6
-        )
+        for gene in names[k].split("+"):
+            np.testing.assert_allclose(
+                pooled[k][:, genes.index(gene)], own[k][:, genes.index(gene)], atol=1e-6
+            )
         # fully pooled, every cell changes by the reference where not clipped at zero
         change = (pooled[k] - observed)[:, others]
         unclipped = pooled[k][:, others] > 0
-        expected = np.broadcast_to(references[k][others], change.shape)
+        expected = np.broadcast_to(reference[others], change.shape)
         np.testing.assert_allclose(change[unclipped], expected[unclipped], atol=1e-4)
         assert np.abs(own[k][:, others] - pooled[k][:, others]).max() > 1e-2
         # half-way is the mean of the two
         both = (pooled[k] > 0) & (own[k] > 0)
         np.testing.assert_allclose(half[k][both], 0.5 * (own[k] + pooled[k])[both], atol=1e-4)
+    # each share acts on its own perturbations
+    combination_only = model.predict_perturbation(
+        names, adata=controls, new_gene_weight=1.0, new_combination_weight=0.0, batch_size=32
+    )
+    combination_only = [
+        np.asarray(combination_only[combination_only.obs.perturbation == n].X) for n in names
+    ]
+    np.testing.assert_allclose(combination_only[0], own[0], atol=1e-6)
+    np.testing.assert_allclose(combination_only[3], pooled[3], atol=1e-6)
     # the decoded state is pooled too
     own_mean, pooled_mean = predicted(1.0, "mean")[0], predicted(0.0, "mean")[0]
     assert np.abs(own_mean[:, others] - pooled_mean[:, others]).max() > 1e-2
     with pytest.raises(ValueError, match="new_gene_weight"):
         model.predict_perturbation(unseen, adata=controls, new_gene_weight=-0.1)
+    with pytest.raises(ValueError, match="new_combination_weight"):
+        model.predict_perturbation(unseen, adata=controls, new_combination_weight=1.5)
     # a model saved before the mean change was kept measures it again when loaded
     kept = model.mean_perturbation_change_
     del model.mean_perturbation_change_
