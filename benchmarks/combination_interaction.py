@@ -51,7 +51,8 @@ def run_one(name: str, seed: int, models: str) -> pd.DataFrame:
     }
     for variant, scale in variants.items():
         share.fill_(scale)
-        prediction = model.predict_perturbation(labels, adata=source)
+        # the model's own prediction, not pooled with the sum of the members' measured changes
+        prediction = model.predict_perturbation(labels, adata=source, new_combination_weight=1.0)
         scores, _ = scjepa.tl.evaluate_perturbation(
             {"BioJEPA": prediction}, real, control=source, de=False, seed=seed
         )
