@@ -8,7 +8,7 @@ control cells of the matching cell types and score with :func:`scjepa.tl.evaluat
 Prints one table (metric x split x method, mean ± sd over seeds) and writes it with the raw
 scores to ``--out``.
 
-Usage: python benchmarks/perturbation.py [--seeds 0 1 2 3 4 5 6 7 8 9] [--datasets demo wide]
+Usage: python benchmarks/perturbation.py [--seeds 0 1 ... 14] [--datasets demo wide]
                                          [--epochs 150]
        python benchmarks/perturbation.py --scores benchmarks/results/perturbation_scores.csv
        python benchmarks/perturbation.py --models /tmp/scjepa_benchmark_models   # kept models
@@ -379,7 +379,7 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(15)))
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
