@@ -211,8 +211,9 @@ class PredictionMixin:
             0.475 / 0.373 (``demo``) and from 0.430 / 0.666 to 0.466 / 0.641 (``wide``; mean
             baseline 0.239 / 0.434 and 0.421 / 0.722), and of combinations with an unseen
             member from 0.592 / 1.225 to 0.632 / 1.113 and from 0.489 / 1.864 to 0.525 / 1.794.
-            ``1`` keeps every prediction whole; perturbations whose members were all measured
-            alone are pooled by ``new_combination_weight`` instead.
+            ``1`` keeps every prediction whole. Perturbations whose members were all measured
+            alone are not pooled by this share: measured ones keep their own prediction, new
+            combinations of them follow ``new_combination_weight``.
         new_combination_weight
             For a combination never measured in training whose members were each perturbed
             alone: the share of its own predicted change of expression it keeps. The rest is the
