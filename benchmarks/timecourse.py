@@ -12,7 +12,7 @@ noise floor of two halves of the real cells).
 Prints one table (held-out time x method, mean ± sd over seeds), a bar check, and writes both
 with the raw scores to ``--out``.
 
-Usage: python benchmarks/timecourse.py [--seeds 0 1 2 3 4] [--epochs 150] [--held-out 3 6]
+Usage: python benchmarks/timecourse.py [--seeds 0 1 2 3 4 5 6] [--epochs 150] [--held-out 3 6]
        python benchmarks/timecourse.py --merge a/timecourse_scores.csv b/timecourse_scores.csv
 """
 
@@ -127,7 +127,7 @@ def bar_check(scores: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5, 6])
     parser.add_argument("--held-out", type=float, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")

@@ -349,7 +349,7 @@ class PredictionMixin:
         ``Δt`` beyond the training pairs was never seen). Where the target time falls where
         most cells commit to a fate, the side that has to cross the branch point does not move
         its cells far enough, and the pooled fate fractions land between the two sides' (on
-        ``timecourse_demo``, 0.14-0.26 off; elsewhere within a few points).
+        ``timecourse_demo``, 0.13-0.24 off; elsewhere within a few points).
 
         Parameters
         ----------
