@@ -15,24 +15,21 @@ Usage: python benchmarks/cell_type_pooling.py [--datasets demo wide] [--seeds 0 
 
 from __future__ import annotations
 
-from functools import partial
-
-from perturbation import kept_model_sweep, pooling_diagnostic
+from perturbation import pooling_diagnostic
 
 import scjepa
-
-run_one = partial(
-    kept_model_sweep,
-    source_name="held_out_cell_type",
-    argument="new_cell_type_weight",
-    keep=lambda members, measured: members <= measured,
-    baseline_class=scjepa.baselines.AdditiveBaseline,
-)
 
 
 def main() -> None:
     pooling_diagnostic(
-        "cell_type_pooling", __doc__, run_one, "additive", ["dataset"], "held-out cell type"
+        "cell_type_pooling",
+        __doc__,
+        what="held-out cell type",
+        keys=["dataset"],
+        source_name="held_out_cell_type",
+        argument="new_cell_type_weight",
+        keep=lambda members, measured: members <= measured,
+        baseline_class=scjepa.baselines.AdditiveBaseline,
     )
 
 

@@ -13,29 +13,21 @@ Usage: python benchmarks/combination_pooling.py [--datasets demo wide] [--seeds 
 
 from __future__ import annotations
 
-from functools import partial
-
-from perturbation import kept_model_sweep, pooling_diagnostic
+from perturbation import pooling_diagnostic
 
 import scjepa
-
-run_one = partial(
-    kept_model_sweep,
-    source_name="seen_cell_types",
-    argument="new_combination_weight",
-    keep=lambda members, measured: len(members) > 1 and members <= measured,
-    baseline_class=scjepa.baselines.AdditiveBaseline,
-)
 
 
 def main() -> None:
     pooling_diagnostic(
         "combination_pooling",
         __doc__,
-        run_one,
-        "additive",
-        ["dataset", "split"],
-        "combinations of genes measured alone",
+        what="combinations of genes measured alone",
+        keys=["dataset", "split"],
+        source_name="seen_cell_types",
+        argument="new_combination_weight",
+        keep=lambda members, measured: len(members) > 1 and members <= measured,
+        baseline_class=scjepa.baselines.AdditiveBaseline,
     )
 
 

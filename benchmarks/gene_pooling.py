@@ -16,29 +16,21 @@ Usage: python benchmarks/gene_pooling.py [--datasets demo wide] [--seeds 0 1 2 3
 
 from __future__ import annotations
 
-from functools import partial
-
-from perturbation import kept_model_sweep, pooling_diagnostic
+from perturbation import pooling_diagnostic
 
 import scjepa
-
-run_one = partial(
-    kept_model_sweep,
-    source_name="seen_cell_types",
-    argument="new_gene_weight",
-    keep=lambda members, measured: not members <= measured,
-    baseline_class=scjepa.baselines.MeanPerturbationBaseline,
-)
 
 
 def main() -> None:
     pooling_diagnostic(
         "gene_pooling",
         __doc__,
-        run_one,
-        "mean_perturbation",
-        ["dataset", "split"],
-        "perturbations with a member never perturbed alone",
+        what="perturbations with a member never perturbed alone",
+        keys=["dataset", "split"],
+        source_name="seen_cell_types",
+        argument="new_gene_weight",
+        keep=lambda members, measured: not members <= measured,
+        baseline_class=scjepa.baselines.MeanPerturbationBaseline,
     )
 
 

@@ -21,6 +21,7 @@ import json
 import os
 import tempfile
 import time
+from functools import partial
 
 import pandas as pd
 import scvi
@@ -283,13 +284,27 @@ def kept_model_sweep(
 
 
 def pooling_diagnostic(
-    script: str, description: str, run, baseline: str, keys: list[str], what: str
+    script: str,
+    description: str,
+    what: str,
+    keys: list[str],
+    source_name: str,
+    argument: str,
+    keep,
+    baseline_class,
 ) -> None:
-    """Command line of a pooling sweep: ``run(name, seed, models)``'s scores over the chosen
-    data sets and seeds, each weight against ``baseline`` per ``keys``, written under
-    ``script``'s name with a header saying ``what`` was predicted."""
+    """Command line of a pooling sweep: :func:`kept_model_sweep` over the chosen data sets and
+    seeds, each weight against ``baseline_class`` per ``keys``, written under ``script``'s name
+    with a header saying ``what`` was predicted."""
+    run = partial(
+        kept_model_sweep,
+        source_name=source_name,
+        argument=argument,
+        keep=keep,
+        baseline_class=baseline_class,
+    )
     args, scores = diagnostic_scores(run, description)
-    text = weights_against_baseline(scores, baseline, keys)
+    text = weights_against_baseline(scores, baseline_class.name, keys)
     columns = ["dataset", "seed", *keys[1:], "perturbation", "method", *HEADLINE]
     write_diagnostic(script, args, f"{what}, seeds {args.seeds}", text, scores[columns])
 

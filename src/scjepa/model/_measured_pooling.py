@@ -28,8 +28,7 @@ import numpy as np
 
 def measured_references(
     members: list[tuple[str, ...]],
-    single_changes: dict[str, np.ndarray],
-    measured: set[tuple[str, ...]],
+    measured: dict[tuple[str, ...], np.ndarray],
     mean_change: np.ndarray,
     new_gene_weight: float,
     new_combination_weight: float,
@@ -40,11 +39,10 @@ def measured_references(
     ----------
     members
         Each perturbation's members.
-    single_changes
-        Change measured for each gene perturbed alone in training.
     measured
-        Members of every perturbation measured in training; a combination among them keeps its
-        own prediction, which was fitted to it.
+        Change measured for every training perturbation, keyed by its members. A single gene
+        among them is a measured member; a combination among them keeps its own prediction,
+        which was fitted to it.
     mean_change
         Mean change measured over the training perturbations.
     new_gene_weight
@@ -58,6 +56,7 @@ def measured_references(
     perturbation) and the reference change (rows; zero where the share is 1); ``None`` when
     every perturbation keeps its own change.
     """
+    single_changes = {group[0]: change for group, change in measured.items() if len(group) == 1}
     shares = np.ones(len(members))
     references = np.zeros((len(members), len(mean_change)), dtype=np.float32)
     for p, group in enumerate(members):

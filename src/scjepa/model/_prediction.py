@@ -246,11 +246,8 @@ class PredictionMixin:
                 "This model was set up without `perturbation_key`; it cannot predict perturbations."
             )
         _check_expression(expression)
-        if not 0.0 <= new_cell_type_weight <= 1.0:
-            raise ValueError(
-                f"`new_cell_type_weight` must lie in [0, 1], got {new_cell_type_weight!r}."
-            )
         for argument, weight in (
+            ("new_cell_type_weight", new_cell_type_weight),
             ("new_gene_weight", new_gene_weight),
             ("new_combination_weight", new_combination_weight),
         ):
@@ -308,7 +305,7 @@ class PredictionMixin:
                 batch_size,
                 seed,
             ),
-            gene_pooling=self._measured_pooling(names, new_gene_weight, new_combination_weight),
+            measured_pooling=self._measured_pooling(names, new_gene_weight, new_combination_weight),
         )
         predicted = prediction_anndata(
             adata,
@@ -474,7 +471,7 @@ class PredictionMixin:
         seed: int,
         target_columns: list[list[tuple[int, list[float]]]] | None = None,
         pooling: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-        gene_pooling: tuple[np.ndarray, np.ndarray] | None = None,
+        measured_pooling: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Embeddings, expression and counts (``"sample"``, ``"transport"``) of moved cells.
 
@@ -483,7 +480,7 @@ class PredictionMixin:
         of ``targets`` maps them and that reference (computed once per minibatch) to predicted
         embeddings. Rows of the results are grouped by target, source cells in order within
         each. ``pooling`` (:meth:`_cell_type_pooling`) pools each cell's change with a shared
-        one, ``gene_pooling`` (:meth:`_measured_pooling`) each target's with a measured one.
+        one, ``measured_pooling`` (:meth:`_measured_pooling`) each target's with a measured one.
         """
         rng = np.random.default_rng(seed)
         theta = self.module.require_decoder().log_theta.exp().detach().cpu().numpy()
@@ -501,7 +498,7 @@ class PredictionMixin:
             unchanged = reference(context, rows)
             if expression in ("sample", "transport"):
                 library = _library(x)[:, None]
-            pools = pooling is not None or gene_pooling is not None
+            pools = pooling is not None or measured_pooling is not None
             if expression in ("shift", "transport") or pools:
                 base_z, base_log = self._decoded_log_expression(unchanged, batch_index)
             if expression in ("shift", "transport"):
@@ -521,8 +518,8 @@ class PredictionMixin:
                     weights, pooled_log, pooled_z = pooling
                     z = pool_change(z, base_z, weights[rows], pooled_z[t])
                     log_mean = pool_change(log_mean, base_log, weights[rows], pooled_log[t])
-                if gene_pooling is not None and gene_pooling[0][t] < 1.0:
-                    shares, references = gene_pooling
+                if measured_pooling is not None and measured_pooling[0][t] < 1.0:
+                    shares, references = measured_pooling
                     log_mean = pool_change(
                         log_mean, base_log, np.full(len(log_mean), shares[t]), references[t]
                     )
@@ -640,12 +637,9 @@ class PredictionMixin:
         """
         if self.mean_perturbation_change_ is None or self.module.use_dose:
             return None
-        measured = self._measured_changes_by_members()
-        singles = {group[0]: change for group, change in measured.items() if len(group) == 1}
         return measured_references(
             [self._canonical(name) for name in names],
-            singles,
-            set(measured),
+            self._measured_changes_by_members(),
             self.mean_perturbation_change_,
             new_gene_weight,
             new_combination_weight,
