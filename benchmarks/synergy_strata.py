@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
 import pandas as pd
-from _report import write_results
+from _report import report
 from perturbation import DATASETS, bar_check
 
 import scjepa
@@ -44,8 +45,9 @@ def by_stratum(scores: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     synergistic ones."""
     keys = ["dataset", "seed", "perturbation"]
     synergistic = pd.MultiIndex.from_frame(scores[keys]).isin(pd.MultiIndex.from_frame(pairs))
-    stratum = pd.Series(OTHER, index=scores.index).where(~synergistic, SYNERGISTIC)
-    return scores.assign(split=scores.split.astype(str) + ": " + stratum)
+    return scores.assign(
+        split=scores.split.astype(str) + ": " + np.where(synergistic, SYNERGISTIC, OTHER)
+    )
 
 
 def main() -> None:
@@ -57,11 +59,7 @@ def main() -> None:
     scores = pd.read_csv(args.scores)
     pairs = synergistic_pairs(scores)
     stratified = by_stratum(scores, pairs)
-    check = bar_check(stratified)
-    pd.set_option("display.width", 250)
-    pd.set_option("display.max_columns", 30)
     seeds = sorted(int(seed) for seed in scores.seed.unique())
-    header = f"bar check by stratum, from {os.path.basename(args.scores)}, seeds {seeds}"
     counts = (
         stratified[stratified.method == "BioJEPA"]
         .groupby(["dataset", "split", "seed"])
@@ -71,10 +69,16 @@ def main() -> None:
         .round(1)
         .rename("perturbations per seed")
     )
-    text = f"{counts.to_frame().to_string()}\n\n{check.to_string(index=False)}"
     # the scores are already stored; what this adds is which pairs are synergistic
     source = os.path.basename(args.scores).removesuffix(".csv").removesuffix("_scores")
-    write_results(os.path.join(args.out, f"synergy_strata_{source}"), header, text, pairs)
+    report(
+        f"synergy_strata_{source}",
+        counts.to_frame(),
+        bar_check(stratified),
+        pairs,
+        args.out,
+        f"bar check by stratum, from {os.path.basename(args.scores)}, seeds {seeds}",
+    )
 
 
 if __name__ == "__main__":

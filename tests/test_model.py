@@ -544,13 +544,13 @@ def test_perturbations_never_measured_pool_their_change_with_the_measured_change
         3: deltas.loc[seen].to_numpy() + deltas.loc[partner].to_numpy(),
     }
 
-    def predicted(weight, expression="shift"):
+    def predicted(weight, expression="shift", combination_weight=None):
         # several minibatches, as the pooled change is applied per minibatch
         pred = model.predict_perturbation(
             names,
             adata=controls,
             new_gene_weight=weight,
-            new_combination_weight=weight,
+            new_combination_weight=weight if combination_weight is None else combination_weight,
             expression=expression,
             batch_size=32,
         )
@@ -576,12 +576,7 @@ def test_perturbations_never_measured_pool_their_change_with_the_measured_change
         both = (pooled[k] > 0) & (own[k] > 0)
         np.testing.assert_allclose(half[k][both], 0.5 * (own[k] + pooled[k])[both], atol=1e-4)
     # each share acts on its own perturbations
-    combination_only = model.predict_perturbation(
-        names, adata=controls, new_gene_weight=1.0, new_combination_weight=0.0, batch_size=32
-    )
-    combination_only = [
-        np.asarray(combination_only[combination_only.obs.perturbation == n].X) for n in names
-    ]
+    combination_only = predicted(1.0, combination_weight=0.0)
     np.testing.assert_allclose(combination_only[0], own[0], atol=1e-6)
     np.testing.assert_allclose(combination_only[3], pooled[3], atol=1e-6)
     # the decoded state is pooled too
