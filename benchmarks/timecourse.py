@@ -13,6 +13,8 @@ Prints one table (held-out time x method, mean ± sd over seeds), a bar check, a
 with the raw scores to ``--out``.
 
 Usage: python benchmarks/timecourse.py [--seeds 0 1 2 3 4 5 6] [--epochs 150] [--held-out 3 6]
+       python benchmarks/timecourse.py --held-out 1 2 --name timecourse_half_day \
+           --data-kwargs '{"n_time_points": 13, "sampling_interval": 0.5, "n_cells_per_time": 200}'
        python benchmarks/timecourse.py --merge a/timecourse_scores.csv b/timecourse_scores.csv
 """
 
@@ -35,9 +37,11 @@ METRICS = ["wasserstein", "energy_distance", "fate_error", "fate_error_annotated
 FRACTION_ROWS = ("observed", "annotated")
 
 
-def run_one(seed: int, held_out: float, epochs: int, model_kwargs: dict) -> pd.DataFrame:
+def run_one(
+    seed: int, held_out: float, epochs: int, model_kwargs: dict, data_kwargs: dict | None = None
+) -> pd.DataFrame:
     scvi.settings.seed = seed
-    adata = scjepa.datasets.timecourse_demo(seed=seed)
+    adata = scjepa.datasets.timecourse_demo(seed=seed, **(data_kwargs or {}))
     train = adata[adata.obs.time != held_out].copy()
     real = adata[adata.obs.time == held_out].copy()
     times = np.unique(train.obs.time)
@@ -131,6 +135,10 @@ def main() -> None:
     parser.add_argument("--held-out", type=float, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--epochs", type=int, default=150)
     parser.add_argument("--model-kwargs", default="{}", help="JSON of BioJEPA arguments")
+    parser.add_argument(
+        "--data-kwargs", default="{}", help="JSON of timecourse_demo arguments (not the seed)"
+    )
+    parser.add_argument("--name", default="timecourse", help="stem of the files written")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument(
         "--merge", nargs="+", help="summarise score files of earlier runs instead of running"
@@ -143,7 +151,13 @@ def main() -> None:
     else:
         scores = pd.concat(
             [
-                run_one(seed, held_out, args.epochs, json.loads(args.model_kwargs))
+                run_one(
+                    seed,
+                    held_out,
+                    args.epochs,
+                    json.loads(args.model_kwargs),
+                    json.loads(args.data_kwargs),
+                )
                 for seed in args.seeds
                 for held_out in args.held_out
             ],
@@ -152,14 +166,14 @@ def main() -> None:
     table = summarise(scores)
     check = bar_check(scores)
     report(
-        "timecourse",
+        args.name,
         table,
         check,
         scores,
         args.out,
         # the seeds scored, also when merged from earlier runs
         f"seeds {sorted(int(s) for s in scores['seed'].unique())}, {args.epochs} epochs, "
-        f"model {args.model_kwargs}",
+        f"model {args.model_kwargs}, data {args.data_kwargs}",
     )
 
 

@@ -42,6 +42,25 @@ def test_timecourse_demo_bifurcates_over_time():
         scjepa.datasets.timecourse_demo(n_time_points=2)
 
 
+def test_timecourse_demo_samples_the_same_course_more_densely():
+    daily = scjepa.datasets.timecourse_demo(n_cells_per_time=300, n_genes=120)
+    dense = scjepa.datasets.timecourse_demo(
+        n_time_points=13, sampling_interval=0.5, n_cells_per_time=300, n_genes=120
+    )
+    assert np.allclose(np.unique(dense.obs.time), np.arange(13) * 0.5)
+    # the course's length sets its dynamics: the days both sample progress alike
+    on_days = dense[dense.obs.time.isin(np.unique(daily.obs.time))]
+    daily_progress = daily.obs.groupby("time").progress.mean()
+    dense_progress = on_days.obs.groupby("time").progress.mean()
+    assert np.allclose(daily_progress, dense_progress, atol=0.02)
+    # half a day after day 1, cells are half-way through commitment
+    committed = dense.obs.fate != "progenitor"
+    assert 0.4 < committed[dense.obs.time == 1.5].mean() < 0.8
+    for interval in (0.0, -1.0, np.nan):
+        with pytest.raises(ValueError, match="positive number of days"):
+            scjepa.datasets.timecourse_demo(sampling_interval=interval)
+
+
 def test_time_setup_refuses_bad_times():
     adata = small_timecourse()
     adata.obs["label"] = adata.obs.time.astype(str)

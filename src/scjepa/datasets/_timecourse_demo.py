@@ -18,6 +18,7 @@ def timecourse_demo(
     n_cells_per_time: int = 400,
     n_genes: int = 800,
     n_batches: int = 2,
+    sampling_interval: float = 1.0,
     branch_point: float = 0.3,
     median_library_size: float = 1500.0,
     seed: int = 0,
@@ -42,13 +43,17 @@ def timecourse_demo(
     Parameters
     ----------
     n_time_points
-        Number of sampled times (days ``0, 1, ...``); at least 3.
+        Number of sampled times; at least 3.
     n_cells_per_time
         Cells sampled at each time (each sample varies by up to 15%).
     n_genes
         Number of genes; at least 100.
     n_batches
         Number of batches; each time point is split across all of them.
+    sampling_interval
+        Days between consecutive samples: times are ``0, sampling_interval, 2 *
+        sampling_interval, ...``. The dynamics are set by the course's length, so ``13`` time
+        points half a day apart sample the same six days as ``7`` a day apart, twice as densely.
     branch_point
         Progress at which cells commit to a fate.
     median_library_size
@@ -67,10 +72,12 @@ def timecourse_demo(
         raise ValueError("`n_time_points` must be at least 3.")
     if n_genes < 100:
         raise ValueError("`n_genes` must be at least 100.")
+    if not (np.isfinite(sampling_interval) and sampling_interval > 0):
+        raise ValueError("`sampling_interval` must be a positive number of days.")
     if not 0.0 < branch_point < 1.0:
         raise ValueError("`branch_point` must lie in (0, 1).")
     rng = np.random.default_rng(seed)
-    times = np.arange(n_time_points, dtype=float)
+    times = np.arange(n_time_points, dtype=float) * sampling_interval
     t_max = times[-1]
 
     # ---- cells: time, progress, fate
