@@ -41,10 +41,12 @@ def gap_row(seed: int, sampling: str, held_out: float) -> dict:
     before, after = times[times < held_out].max(), times[times > held_out].min()
     committed = (obs.fate != "progenitor").groupby(obs.time, observed=True).mean()
     progress = obs.progress.groupby(obs.time, observed=True)
-    fraction = (held_out - before) / (after - before)
+
+    def interpolated(per_time: pd.Series) -> float:
+        return np.interp(held_out, [before, after], [per_time[before], per_time[after]])
+
     # a constant pace in hidden progress across the gap, with the held-out day's own spread
-    paced_mean = (1 - fraction) * progress.mean()[before] + fraction * progress.mean()[after]
-    paced = 1 - norm.cdf(branch_point, paced_mean, progress.std()[held_out])
+    paced = 1 - norm.cdf(branch_point, interpolated(progress.mean()), progress.std()[held_out])
     low, high = np.quantile(obs.progress[obs.time == held_out], [0.25, 0.75])
     inside = obs.progress.between(low, high)
     return {
@@ -54,7 +56,7 @@ def gap_row(seed: int, sampling: str, held_out: float) -> dict:
         "truth": committed[held_out],
         "earlier": committed[before],
         "later": committed[after],
-        "shares_interpolated": (1 - fraction) * committed[before] + fraction * committed[after],
+        "shares_interpolated": interpolated(committed),
         "constant_pace": paced,
         "held_out_cells_in_iqr": int((inside & (obs.time == held_out)).sum()),
         "training_cells_in_iqr": int((inside & (obs.time != held_out)).sum()),
@@ -77,7 +79,6 @@ def main() -> None:
         ]
     )
     table = rows.drop(columns="seed").groupby(["sampling", "held_out"], sort=False).mean()
-    pd.set_option("display.width", 250)
     write_results(
         os.path.join(args.out, "timecourse_gap"),
         f"seeds {args.seeds}; committed shares and cell counts, mean over seeds",
